@@ -1,0 +1,238 @@
+"""The Graph HyperNetwork (paper Sec. 4): node embeddings -> GRU graph propagation -> shared MLP that
+emits every free weight of the architecture.
+
+    ghn = GraphHyperNetwork(GHNConfig(space="classification"))
+    weights = ghn(arch)                     # {node: {name: tensor}}, differentiable
+    logits = Network(arch)(images, weights)
+    model = ghn.materialize(arch)           # an nn.Module holding the generated weights
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .graph import ArchGraph, GraphBatch, Node, as_graph_list
+from .nets.network import ArchNetwork, param_shapes
+from .ops.emit import emit_reference
+from .ops.propagate import GNNParams, SCHEMES, propagate_reference
+from .ops.schedule import dag_schedule
+from .primitives import OP_INDEX, OP_NAMES, PRIMITIVES
+
+CHECKPOINT_FORMAT = "ghn_ext.ghn/1"
+_STRIDES, _SCALES = (1, 2, 4), (0, 32, 16, 8)
+NUM_FEATURES = len(OP_NAMES) + len(_STRIDES) + len(_SCALES) + 1
+
+
+class CheckpointError(RuntimeError):
+    """A GHN checkpoint is missing, corrupt, or belongs to another search space."""
+
+
+@dataclass(frozen=True)
+class GHNConfig:
+    space: str = "classification"
+    hidden: int = 32              # node embedding / GRU size (paper: 32)
+    message_hidden: int = 32      # message MLP hidden size (paper: 32)
+    hyper_hidden: int = 64        # hypernet MLP hidden size (paper: 64)
+    block_channels: int = 32      # emitted block is (C, C, K, K)
+    kernel: int = 7               # K: largest kernel side of the space (1x7 convs)
+    T: int = 5                    # propagation passes
+    scheme: str = "fb"            # "fb" forward-backward (Eq. 15) or "sync"
+    share_params: bool = True     # stacked GHN shares GNN parameters across blocks (Table 5: SP)
+    pass_embedding: bool = True   # hand the mean block embedding to the next block (Table 5: PE)
+    naive_hypernet: bool = False  # one output branch per op type instead of one shared head
+    max_blocks: int = 24          # parameter sets kept when blocks do not share them
+    input_size: tuple[int, int, int] = (3, 32, 32)
+
+    def __post_init__(self):
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown propagation scheme {self.scheme!r}; choose one of {SCHEMES}")
+        object.__setattr__(self, "input_size", tuple(self.input_size))
+
+
+def node_features(node: Node) -> list[float]:
+    """One-hot of the op, plus one-hots of the stride, the scale and the exit flag."""
+    f = [0.0] * NUM_FEATURES
+    f[OP_INDEX[node.op]] = 1.0
+    base = len(OP_NAMES)
+    f[base + min(range(len(_STRIDES)), key=lambda i: abs(_STRIDES[i] - node.stride))] = 1.0
+    base += len(_STRIDES)
+    f[base + (_SCALES.index(node.scale) if node.scale in _SCALES else 0)] = 1.0
+    f[-1] = float(node.exit)
+    return f
+
+
+@dataclass(frozen=True)
+class EmissionPlan:
+    """Where every weight of every graph of a batch comes from and lands in the flat buffer."""
+    node_index: list[int]                 # global node of each target
+    shapes: list[int]                     # (out, in, kh, kw) per target, flattened
+    anchors: list[int]                    # (row, col) per target, flattened
+    scales: list[float]
+    keys: list[tuple[int, int, str, tuple[int, ...]]]  # (graph, node, name, real shape) per target
+
+    @classmethod
+    def build(cls, graphs: Sequence[ArchGraph], node_offsets: Sequence[int], kernel: int,
+              input_size: tuple[int, int, int]) -> "EmissionPlan":
+        plan = cls([], [], [], [], [])
+        for g, graph in enumerate(graphs):
+            for v, params in param_shapes(graph, input_size).items():
+                head = PRIMITIVES[graph.nodes[v].op].combine == "head"
+                fan_in = None
+                for j, (name, shape) in enumerate(params.items()):
+                    four = tuple(shape) + (1,) * (4 - len(shape)) if len(shape) > 1 else (shape[0], 1, 1, 1)
+                    if len(shape) > 1 and fan_in is None:
+                        fan_in = math.prod(shape[1:])
+                    # first weight anchored top-left, second bottom-right, so they barely overlap
+                    anchor = (0, 0) if j == 0 else (kernel - four[2], kernel - four[3])
+                    gain = 1.0 if head else math.sqrt(2.0)
+                    plan.node_index.append(node_offsets[g] + v)
+                    plan.shapes.extend(four)
+                    plan.anchors.extend(anchor)
+                    plan.scales.append(gain / math.sqrt(fan_in or 1))
+                    plan.keys.append((g, v, name, tuple(shape)))
+        return plan
+
+    def unflatten(self, flat: Tensor, num_graphs: int) -> list[dict[int, dict[str, Tensor]]]:
+        sizes = [math.prod(k[3]) for k in self.keys]
+        out: list[dict[int, dict[str, Tensor]]] = [{} for _ in range(num_graphs)]
+        for (g, v, name, shape), piece in zip(self.keys, torch.split(flat, sizes)):
+            out[g].setdefault(v, {})[name] = piece.view(shape)
+        return out
+
+
+class GraphHyperNetwork(nn.Module):
+    def __init__(self, config: GHNConfig = GHNConfig()):
+        super().__init__()
+        self.config = cfg = config
+        D, Hm, P = cfg.hidden, cfg.message_hidden, 1 if cfg.share_params else cfg.max_blocks
+        self.embed = nn.Linear(NUM_FEATURES, D, bias=False)  # learned embedding of the one-hot
+
+        def param(*shape, fan_in=D):
+            b = 1.0 / math.sqrt(fan_in)
+            return nn.Parameter(torch.empty(P, *shape).uniform_(-b, b))
+
+        self.msg_w1, self.msg_b1 = param(Hm, D), param(Hm)
+        self.msg_w2, self.msg_b2 = param(D, Hm, fan_in=Hm), param(D, fan_in=Hm)
+        self.gru_w_ih, self.gru_w_hh = param(3 * D, D), param(3 * D, D)
+        self.gru_b_ih, self.gru_b_hh = param(3 * D), param(3 * D)
+        block_numel = cfg.block_channels ** 2 * cfg.kernel ** 2
+        self.hyper_in = nn.Linear(D, cfg.hyper_hidden)
+        branches = len(OP_NAMES) if cfg.naive_hypernet else 1
+        self.hyper_out_w = nn.Parameter(torch.empty(branches, block_numel, cfg.hyper_hidden))
+        self.hyper_out_b = nn.Parameter(torch.zeros(branches, block_numel))
+        # Unit-variance blocks at initialisation: with the fan-in scale of the emission plan, the
+        # generated weights then start near He initialisation and activations keep their size.
+        nn.init.normal_(self.hyper_out_w, std=1.0 / math.sqrt(cfg.hyper_hidden) * 2.0)
+
+    # ------------------------------------------------------------------ the three stages
+    def gnn_params(self) -> GNNParams:
+        return GNNParams(self.msg_w1, self.msg_b1, self.msg_w2, self.msg_b2,
+                         self.gru_w_ih, self.gru_w_hh, self.gru_b_ih, self.gru_b_hh)
+
+    def initial_embeddings(self, batch: GraphBatch) -> Tensor:
+        feats = [node_features(n) for g in batch.graphs for n in g.nodes]
+        x = torch.tensor(feats, dtype=self.embed.weight.dtype, device=self.embed.weight.device)
+        return self.embed(x)
+
+    def propagate(self, batch: GraphBatch, h0: Tensor) -> Tensor:
+        cfg = self.config
+        if not cfg.share_params and max(g.num_blocks for g in batch.graphs) > cfg.max_blocks:
+            raise ValueError(f"graph has more blocks than the {cfg.max_blocks} parameter sets of this GHN")
+        intra = batch.edge_index[:, batch.block_edge_mask]
+        schedule = dag_schedule(intra, batch.block_ptr, batch.num_nodes)
+        return propagate_reference(h0, batch.block_ptr, batch.graph_block_ptr, schedule,
+                                   self.gnn_params(), cfg.T, cfg.scheme, cfg.pass_embedding)
+
+    def blocks(self, batch: GraphBatch, h: Tensor) -> Tensor:
+        """The hypernet H: (N, D) embeddings -> (N, C, C, K, K) kernel blocks."""
+        cfg = self.config
+        z = torch.relu(self.hyper_in(h))
+        if cfg.naive_hypernet:
+            op = batch.op_index.to(h.device)
+            out = torch.einsum("nh,noh->no", z, self.hyper_out_w[op]) + self.hyper_out_b[op]
+        else:
+            out = z @ self.hyper_out_w[0].t() + self.hyper_out_b[0]
+        c, k = cfg.block_channels, cfg.kernel
+        return out.view(-1, c, c, k, k)
+
+    def emit(self, batch: GraphBatch, blocks: Tensor) -> list[dict[int, dict[str, Tensor]]]:
+        plan = EmissionPlan.build(batch.graphs, batch.node_ptr.tolist(), self.config.kernel,
+                                  self.config.input_size)
+        flat = emit_reference(blocks, plan.node_index, plan.shapes, plan.anchors, plan.scales)
+        return plan.unflatten(flat, batch.num_graphs)
+
+    # ------------------------------------------------------------------ public API
+    def forward(self, arch_or_batch: ArchGraph | Sequence[ArchGraph] | GraphBatch):
+        """Generated weights: a {node: {name: tensor}} mapping for one graph, a list for several."""
+        graphs = as_graph_list(arch_or_batch)
+        for g in graphs:
+            self.check_space(g)
+        batch = arch_or_batch if isinstance(arch_or_batch, GraphBatch) else GraphBatch.from_graphs(graphs)
+        h = self.propagate(batch, self.initial_embeddings(batch))
+        weights = self.emit(batch, self.blocks(batch, h))
+        return weights[0] if isinstance(arch_or_batch, ArchGraph) else weights
+
+    def check_space(self, graph: ArchGraph) -> None:
+        if graph.space != self.config.space and graph.space != "custom":
+            raise ValueError(f"this GHN was built for the {self.config.space!r} space, "
+                             f"got a {graph.space!r} architecture")
+
+    @torch.no_grad()
+    def materialize(self, arch: ArchGraph) -> ArchNetwork:
+        """The architecture as an nn.Module initialised with generated weights (BatchNorm uses batch
+        statistics, as when the GHN scores it)."""
+        return ArchNetwork(arch, self.config.input_size, weights=self(arch), track_running_stats=False)
+
+    def save(self, path: str | Path, extra: Optional[dict[str, Any]] = None) -> None:
+        atomic_save({"format": CHECKPOINT_FORMAT, "config": asdict(self.config),
+                     "state_dict": self.state_dict(), **(extra or {})}, path)
+
+    @classmethod
+    def load(cls, path: str | Path, space: Optional[str] = None, map_location="cpu") -> "GraphHyperNetwork":
+        ckpt = load_checkpoint(path, map_location)
+        try:
+            config = GHNConfig(**{f.name: ckpt["config"][f.name] for f in fields(GHNConfig)
+                                  if f.name in ckpt["config"]})
+            ghn = cls(config)
+            ghn.load_state_dict(ckpt["state_dict"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not hold a valid GHN: {exc}") from exc
+        if space is not None and config.space != space:
+            raise CheckpointError(f"checkpoint {path} is a GHN for the {config.space!r} space, "
+                                  f"not {space!r}")
+        return ghn
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a ghn_ext GHN checkpoint")
+    return ckpt

@@ -1,0 +1,228 @@
+"""Run any architecture graph as a network, on weights supplied from outside or held as parameters.
+
+One forward path (:func:`run_network`) serves both forms: a hypernetwork passes a mapping
+``node -> {name: tensor}``; :class:`ArchNetwork` is the same graph as an ``nn.Module`` whose weights are
+``nn.Parameter``s (for SGD training and baselines) and which keeps BatchNorm running statistics.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..graph import ArchGraph, GraphError
+from ..primitives import PRIMITIVES, batch_norm
+
+NodeWeights = Mapping[int, Mapping[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class NodeShape:
+    channels: int
+    height: int
+    width: int
+
+
+def infer_shapes(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32)) -> list[NodeShape]:
+    """Output shape of every node for one image of `input_size` (C, H, W); GraphError on a mismatch."""
+    preds = graph.predecessors()
+    shapes: list[Optional[NodeShape]] = [None] * len(graph)
+    for v in graph.topological_order():
+        node, prim = graph.nodes[v], PRIMITIVES[graph.nodes[v].op]
+        ins = [shapes[u] for u in preds[v]]
+        if prim.combine == "source":
+            if node.channels not in (0, input_size[0]):
+                raise GraphError(f"node {v}: input declares {node.channels} channels, data has {input_size[0]}")
+            shapes[v] = NodeShape(*input_size)
+            continue
+        if prim.combine == "concat":
+            if len({(s.height, s.width) for s in ins}) != 1:
+                raise GraphError(f"node {v} (concat): inputs of different spatial sizes {ins}")
+            shapes[v] = NodeShape(sum(s.channels for s in ins), ins[0].height, ins[0].width)
+            continue
+        if len(set(ins)) != 1:
+            raise GraphError(f"node {v} ({node.op}) sums inputs of different shapes: {ins}")
+        cin, h, w = ins[0].channels, ins[0].height, ins[0].width
+        if prim.combine == "head":
+            shapes[v] = NodeShape(node.channels, 1, 1)
+            continue
+        cout = cin if prim.keeps_channels else node.channels
+        if prim.keeps_channels and node.channels not in (0, cin):
+            raise GraphError(f"node {v} ({node.op}) keeps {cin} channels but declares {node.channels}")
+        if cout <= 0:
+            raise GraphError(f"node {v} ({node.op}) needs a positive channel count")
+        s = node.stride
+        shapes[v] = NodeShape(cout, math.ceil(h / s), math.ceil(w / s))
+    return shapes  # type: ignore[return-value]
+
+
+def param_shapes(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32)
+                 ) -> dict[int, dict[str, tuple[int, ...]]]:
+    """Every free weight of the network, per node (nodes without weights are left out)."""
+    shapes = infer_shapes(graph, input_size)
+    preds = graph.predecessors()
+    out = {}
+    for v, node in enumerate(graph.nodes):
+        prim = PRIMITIVES[node.op]
+        if prim.combine == "source":
+            continue
+        cin = shapes[preds[v][0]].channels
+        p = prim.params(cin, shapes[v].channels)
+        if p:
+            out[v] = p
+    return out
+
+
+def count_params(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32)) -> int:
+    return sum(math.prod(s) for p in param_shapes(graph, input_size).values() for s in p.values())
+
+
+def norm_count(graph: ArchGraph) -> dict[int, int]:
+    """Number of BatchNorms each node applies (one per input for ops that end in BatchNorm)."""
+    preds = graph.predecessors()
+    return {v: len(preds[v]) for v, n in enumerate(graph.nodes) if PRIMITIVES[n.op].uses_norm}
+
+
+def run_network(graph: ArchGraph, x: Tensor, weights: NodeWeights,
+                norm_stats: Optional[Mapping[tuple[int, int], tuple[Tensor, Tensor]]] = None,
+                training: bool = True) -> Tensor | list[Tensor]:
+    """Forward pass of `graph` on images `x` with the given weights.
+
+    BatchNorm uses batch statistics unless `norm_stats` maps (node, input position) to running
+    (mean, var) buffers. Returns the logits of the single classifier, or a list of every classifier's
+    logits in node order when the graph has several (early exits).
+    """
+    _check_weights(graph, tuple(x.shape[1:]), weights)
+    preds = graph.predecessors()
+    acts: dict[int, Tensor] = {}
+    consumers_left = [len(s) for s in graph.successors()]
+    heads = []
+    for v in graph.topological_order():
+        node, prim = graph.nodes[v], PRIMITIVES[graph.nodes[v].op]
+        w = weights.get(v, {})
+        if prim.combine == "source":
+            out = x
+        elif prim.combine == "concat":
+            out = torch.cat([acts[u] for u in preds[v]], dim=1)
+        else:
+            out = None
+            for k, u in enumerate(preds[v]):
+                running = None if norm_stats is None else norm_stats.get((v, k))
+                norm = lambda t, r=running: batch_norm(t, r, training)  # noqa: E731
+                y = prim.apply(acts[u], w, node.stride, norm)
+                out = y if out is None else out + y
+        if prim.combine == "head":
+            heads.append(out)
+        acts[v] = out
+        for u in preds[v]:  # free activations no later node needs
+            consumers_left[u] -= 1
+            if consumers_left[u] == 0:
+                del acts[u]
+    return heads[0] if len(heads) == 1 else heads
+
+
+def _check_weights(graph: ArchGraph, input_size: tuple[int, ...], weights: NodeWeights) -> None:
+    """ValueError naming the node and weight when one is missing or has the wrong shape (a wrong
+    kernel size or a broadcastable bias would otherwise run silently)."""
+    for v, p in param_shapes(graph, input_size).items():  # type: ignore[arg-type]
+        got = weights.get(v, {})
+        for name, shape in p.items():
+            if name not in got:
+                raise ValueError(f"node {v} ({graph.nodes[v].op}): weight {name!r} of shape {shape} "
+                                 "is missing")
+            if tuple(got[name].shape) != tuple(shape):
+                raise ValueError(f"node {v} ({graph.nodes[v].op}) weight {name!r}: got shape "
+                                 f"{tuple(got[name].shape)}, network needs {shape}")
+
+
+def _init_weight(name: str, shape: tuple[int, ...]) -> Tensor:
+    if name == "bias":
+        return torch.zeros(shape)
+    fan_in = math.prod(shape[1:])
+    return torch.randn(shape) * math.sqrt(2.0 / fan_in)  # He initialisation (ReLU before convs)
+
+
+class Network(nn.Module):
+    """An architecture run on weights supplied at call time: `Network(arch)(x, weights)`."""
+
+    def __init__(self, graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32)):
+        super().__init__()
+        self.graph = graph.validate()
+        self.input_size = tuple(input_size)
+
+    def forward(self, x: Tensor, weights: NodeWeights) -> Tensor | list[Tensor]:
+        return run_network(self.graph, x, weights)
+
+
+class ArchNetwork(Network):
+    """An architecture as an ordinary module: nn.Parameters per node and, unless
+    `track_running_stats` is off, BatchNorm running statistics for evaluation."""
+
+    def __init__(self, graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32),
+                 weights: Optional[NodeWeights] = None, track_running_stats: bool = True):
+        super().__init__(graph, input_size)
+        self.track_running_stats = track_running_stats
+        shapes = param_shapes(graph, input_size)
+        self.params = nn.ParameterDict()
+        for v, p in shapes.items():
+            for name, shape in p.items():
+                init = weights[v][name].detach().clone() if weights is not None else _init_weight(name, shape)
+                if tuple(init.shape) != tuple(shape):
+                    raise ValueError(f"node {v} weight {name!r}: got shape {tuple(init.shape)}, "
+                                     f"network needs {shape}")
+                self.params[f"{v}_{name}"] = nn.Parameter(init)
+        out_shapes = infer_shapes(graph, input_size)
+        self._norm_keys = []
+        for v, count in (norm_count(graph) if track_running_stats else {}).items():
+            for k in range(count):
+                c = out_shapes[v].channels
+                self.register_buffer(f"bn_{v}_{k}_mean", torch.zeros(c))
+                self.register_buffer(f"bn_{v}_{k}_var", torch.ones(c))
+                self._norm_keys.append((v, k))
+
+    def node_weights(self) -> dict[int, dict[str, Tensor]]:
+        out: dict[int, dict[str, Tensor]] = {}
+        for key, p in self.params.items():
+            v, name = key.split("_", 1)
+            out.setdefault(int(v), {})[name] = p
+        return out
+
+    def norm_stats(self) -> dict[tuple[int, int], tuple[Tensor, Tensor]]:
+        return {(v, k): (getattr(self, f"bn_{v}_{k}_mean"), getattr(self, f"bn_{v}_{k}_var"))
+                for v, k in self._norm_keys}
+
+    def forward(self, x: Tensor, weights: Optional[NodeWeights] = None) -> Tensor | list[Tensor]:
+        """With `weights`, runs on them instead of the module's own (BatchNorm on batch statistics)."""
+        if weights is not None:
+            return run_network(self.graph, x, weights)
+        stats = self.norm_stats() if self.track_running_stats else None
+        return run_network(self.graph, x, self.node_weights(), stats, self.training)
+
+
+def count_flops(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32)) -> int:
+    """Floating-point operations of one forward pass on one image, counted by torch's FlopCounterMode
+    (a multiply-add counts as 2) on meta tensors, so no arithmetic is done."""
+    weights = {v: {n: torch.empty(s, device="meta") for n, s in p.items()}
+               for v, p in param_shapes(graph, input_size).items()}
+    x = torch.empty((1, *input_size), device="meta")
+    with FlopCounterMode(display=False) as counter:
+        run_network(graph, x, weights)
+    return int(counter.get_total_flops())
+
+
+def summary(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32)) -> str:
+    """A few lines about an architecture: op counts, parameters, FLOPs."""
+    from collections import Counter
+    ops = Counter(n.op for n in graph.nodes)
+    return "\n".join([
+        f"space: {graph.space}   hash: {graph.stable_hash()}   nodes: {len(graph)}   "
+        f"edges: {len(graph.edges)}   blocks: {graph.num_blocks}",
+        "ops: " + ", ".join(f"{k} x{c}" for k, c in sorted(ops.items())),
+        f"params: {count_params(graph, input_size):,}   "
+        f"FLOPs@{'x'.join(map(str, input_size))}: {count_flops(graph, input_size) / 1e6:,.1f}M",
+    ])
