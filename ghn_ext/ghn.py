@@ -9,8 +9,6 @@ emits every free weight of the architecture.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -20,6 +18,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .graph import ArchGraph, GraphBatch, Node, as_graph_list
+from .io import atomic_save
 from .nets.network import ArchNetwork, param_shapes
 from .ops.emit import emit_reference
 from .ops.propagate import GNNParams, SCHEMES, propagate_reference
@@ -88,7 +87,7 @@ class EmissionPlan:
                 fan_in = None
                 for j, (name, shape) in enumerate(params.items()):
                     four = tuple(shape) + (1,) * (4 - len(shape)) if len(shape) > 1 else (shape[0], 1, 1, 1)
-                    if len(shape) > 1 and fan_in is None:
+                    if len(shape) > 1:  # each weight its own fan-in; a bias keeps its weight's
                         fan_in = math.prod(shape[1:])
                     # first weight anchored top-left, second bottom-right, so they barely overlap
                     anchor = (0, 0) if j == 0 else (kernel - four[2], kernel - four[3])
@@ -130,7 +129,10 @@ class GraphHyperNetwork(nn.Module):
         self.hyper_out_b = nn.Parameter(torch.zeros(branches, block_numel))
         # Unit-variance blocks at initialisation: with the fan-in scale of the emission plan, the
         # generated weights then start near He initialisation and activations keep their size.
-        nn.init.normal_(self.hyper_out_w, std=1.0 / math.sqrt(cfg.hyper_hidden) * 2.0)
+        # Embeddings start small (|h| << 1), so z = relu(hyper_in(h)) is dominated by hyper_in's bias,
+        # U(-1/sqrt(D), 1/sqrt(D)): E[z^2] ~ 1/(6D), and a block entry has variance
+        # std^2 * hyper_hidden / (6D) = 1 with this std.
+        nn.init.normal_(self.hyper_out_w, std=math.sqrt(6.0 * D / cfg.hyper_hidden))
 
     # ------------------------------------------------------------------ the three stages
     def gnn_params(self) -> GNNParams:
@@ -156,8 +158,14 @@ class GraphHyperNetwork(nn.Module):
         cfg = self.config
         z = torch.relu(self.hyper_in(h))
         if cfg.naive_hypernet:
+            # each node through its op's branch; grouped by op so that no (N, C*C*K*K, hidden) copy
+            # of the branch weights is ever gathered
             op = batch.op_index.to(h.device)
-            out = torch.einsum("nh,noh->no", z, self.hyper_out_w[op]) + self.hyper_out_b[op]
+            order = torch.argsort(op, stable=True)
+            ops, counts = torch.unique_consecutive(op[order], return_counts=True)
+            pieces = [z[idx] @ self.hyper_out_w[o].t() + self.hyper_out_b[o]
+                      for o, idx in zip(ops.tolist(), order.split(counts.tolist()))]
+            out = torch.cat(pieces)[torch.argsort(order)]
         else:
             out = z @ self.hyper_out_w[0].t() + self.hyper_out_b[0]
         c, k = cfg.block_channels, cfg.kernel
@@ -209,20 +217,6 @@ class GraphHyperNetwork(nn.Module):
             raise CheckpointError(f"checkpoint {path} is a GHN for the {config.space!r} space, "
                                   f"not {space!r}")
         return ghn
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:

@@ -128,5 +128,10 @@ def arch_string(graph: ArchGraph) -> str:
     return to_string(cell_ops(graph))
 
 
+def sample_ops(rng) -> tuple[str, ...]:
+    """A uniformly random cell: one op per edge."""
+    return tuple(rng.choice(OPS) for _ in EDGES)
+
+
 def sample_architecture(rng) -> ArchGraph:
-    return network(tuple(rng.choice(OPS) for _ in EDGES))
+    return network(sample_ops(rng))

@@ -1,0 +1,225 @@
+"""The `ghn` command: train, score, search, show, demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .data import DatasetError
+from .ghn import CheckpointError, GraphHyperNetwork
+from .graph import ArchGraph, GraphError
+from .spaces import SPACES, classification, make_sampler, nb201
+from .train import NonFiniteLossError, TrainConfig, Trainer
+
+# Everything a user can get wrong ends as one clear line, never a traceback.
+USER_ERRORS = (GraphError, CheckpointError, DatasetError, NonFiniteLossError, ValueError, FileNotFoundError)
+
+
+def _space_args(p: argparse.ArgumentParser, num_nodes: int, num_blocks: int = 18) -> None:
+    p.add_argument("--space", choices=SPACES, default="classification")
+    p.add_argument("--num-nodes", type=int, default=num_nodes, help="nodes per cell (classification)")
+    p.add_argument("--num-blocks", type=int, default=num_blocks, help="cells of a classification network")
+    p.add_argument("--channels", type=int, default=None, help="initial width (32 classification, 16 nb201)")
+    p.add_argument("--cells-per-stage", type=int, default=5, help="NAS-Bench-201 cells per stage")
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: $GHN_DATA_DIR)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _train_config(a: argparse.Namespace) -> TrainConfig:
+    ghn = {"T": a.T, "scheme": a.scheme, "share_params": not a.no_share, "pass_embedding": not a.no_pass,
+           "naive_hypernet": a.naive, "block_channels": a.block_channels}
+    return TrainConfig(space=a.space, steps=a.steps, batch_size=a.batch_size, archs_per_step=a.archs_per_step,
+                       lr=a.lr, num_nodes=a.num_nodes, num_blocks=a.num_blocks, channels=a.channels,
+                       cells_per_stage=a.cells_per_stage, seed=a.seed, eval_every=a.eval_every,
+                       data_dir=a.data_dir, ghn=ghn)
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    trainer = Trainer(_train_config(a), a.out)
+    if not a.restart and trainer.resume():
+        print(f"resuming {a.out} at step {trainer.step}")
+    result = trainer.run(progress=not a.quiet)
+    print(f"trained {result['step']} steps; GHN saved to {Path(a.out) / 'ghn.pt'}")
+    return 0
+
+
+def read_architectures(path: str | Path, space: str, num_blocks: int = 18, channels: Optional[int] = None,
+                       cells_per_stage: int = 5) -> list[ArchGraph]:
+    """Architectures from a file, one per line: NAS-Bench-201 strings, architecture-graph JSON, or a
+    classification cell as JSON ({"ops": [...], "inputs": [[...], ...]})."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"architecture file {path} does not exist")
+    archs = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            if line.startswith("{"):
+                d = json.loads(line)
+                if "format" in d:
+                    archs.append(ArchGraph.from_dict(d))
+                else:
+                    archs.append(classification.cifar_network(classification.Cell.from_dict(d), num_blocks,
+                                                              channels or 32))
+            else:
+                archs.append(nb201.network(line, channels or 16, cells_per_stage))
+        except (GraphError, json.JSONDecodeError) as exc:
+            raise GraphError(f"{path}:{lineno}: {exc}") from exc
+        if archs[-1].space not in (space, "custom"):
+            raise GraphError(f"{path}:{lineno}: a {archs[-1].space!r} architecture, but --space is {space!r}")
+    if not archs:
+        raise GraphError(f"{path} holds no architectures")
+    return archs
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from .data import cifar10_splits
+    from .evaluate import score_architectures
+    ghn = GraphHyperNetwork.load(a.ckpt, space=a.space)
+    archs = read_architectures(a.archs, a.space, a.num_blocks, a.channels, a.cells_per_stage)
+    val = cifar10_splits(a.data_dir).val.head(a.val_images)
+    rows = []
+    for g in archs:
+        score = score_architectures(ghn, [g], val)[0]
+        name = nb201.arch_string(g) if g.space == "nb201" else g.stable_hash()
+        rows.append({"arch": name, "hash": g.stable_hash(), "predicted_accuracy": score})
+        print(f"{score:.4f}  {name}")
+    if a.output:
+        Path(a.output).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        print(f"saved {len(rows)} scores to {a.output}")
+    return 0
+
+
+def _search_config(a: argparse.Namespace):
+    from .search import SearchConfig
+    return SearchConfig(num_archs=a.num_archs, num_nodes=a.num_nodes, num_blocks=a.num_blocks,
+                        channels=a.channels, cells_per_stage=a.cells_per_stage, val_images=a.val_images,
+                        archs_per_batch=a.archs_per_batch, seed=a.seed, data_dir=a.data_dir)
+
+
+def print_ranking(ranking: Sequence[dict], top: int) -> None:
+    print(f"{'rank':>4}  {'val acc':>7}  {'params':>9}  {'MFLOPs':>8}  architecture")
+    for r, rec in enumerate(ranking[:top], 1):
+        arch = rec["arch"] if isinstance(rec["arch"], str) else " ".join(rec["arch"]["ops"])
+        print(f"{r:>4}  {rec['score']:>7.4f}  {rec['params']:>9,}  {rec['flops'] / 1e6:>8.1f}  {arch}")
+
+
+def cmd_search(a: argparse.Namespace) -> int:
+    from .search import run_search, top_best
+    ghn = GraphHyperNetwork.load(a.ckpt, space=a.space)
+    cfg = _search_config(a)
+    ranking = run_search(ghn, cfg, a.out, progress=not a.quiet)
+    print_ranking(ranking, a.show_top)
+    if a.top_best:
+        best = top_best(ranking, a.space, cfg, a.out, a.top_best, a.top_best_steps, progress=not a.quiet)
+        print(f"top-best after {a.top_best_steps} SGD steps: {best['hash']} val acc {best['trained_val_acc']:.4f}")
+    print(f"ranking written to {Path(a.out) / 'ranking.json'}")
+    return 0
+
+
+def cmd_show(a: argparse.Namespace) -> int:
+    from .nets.network import summary
+    if a.arch and Path(a.arch).is_file():
+        graph = read_architectures(a.arch, a.space, a.num_blocks, a.channels, a.cells_per_stage)[0]
+    elif a.arch:
+        graph = nb201.network(a.arch, a.channels or 16, a.cells_per_stage)
+    else:
+        graph = make_sampler(a.space, a.num_nodes, a.num_blocks, a.channels, a.cells_per_stage)(
+            random.Random(a.seed))
+    print(summary(graph))
+    if a.out:
+        out = Path(a.out)
+        cell = graph.subgraph_of_block(1) if a.cell else graph
+        if out.suffix == ".dot":
+            out.write_text(cell.to_dot())
+        else:
+            cell.render_png(out, title=graph.stable_hash())
+        print(f"rendered to {out}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+    run_demo(a.out, a.space, a.budget, a.data_dir, progress=not a.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ghn", description="Graph HyperNetworks for architecture search")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a GHN on random architectures (resumes from OUT)")
+    _space_args(p, classification.TRAIN_NODES)
+    p.add_argument("--out", required=True, help="run folder: checkpoint, log, ghn.pt")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--archs-per-step", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--T", type=int, default=5, help="propagation passes")
+    p.add_argument("--scheme", choices=("fb", "sync"), default="fb")
+    p.add_argument("--no-share", action="store_true", help="separate GNN parameters per block")
+    p.add_argument("--no-pass", action="store_true", help="do not pass block embeddings on")
+    p.add_argument("--naive", action="store_true", help="one hypernet output branch per op type")
+    p.add_argument("--block-channels", type=int, default=32)
+    p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
+    p.set_defaults(func=cmd_train)
+
+    for name, helptext in (("score", "predicted accuracy of architectures listed in a file"),
+                           ("search", "rank random architectures with a trained GHN")):
+        p = sub.add_parser(name, help=helptext)
+        _space_args(p, classification.EVAL_NODES)
+        p.add_argument("--ckpt", required=True, help="GHN file (ghn.pt from `ghn train`)")
+        p.add_argument("--val-images", type=int, default=5000)
+        if name == "score":
+            p.add_argument("--archs", required=True, help="file: one architecture per line")
+            p.add_argument("--output", help="JSON-lines file for the scores")
+            p.set_defaults(func=cmd_score)
+        else:
+            p.add_argument("--out", required=True, help="search folder (resumes)")
+            p.add_argument("--num-archs", type=int, default=1000)
+            p.add_argument("--archs-per-batch", type=int, default=4)
+            p.add_argument("--show-top", type=int, default=10)
+            p.add_argument("--top-best", type=int, default=0, help="train this many of the best with SGD")
+            p.add_argument("--top-best-steps", type=int, default=200)
+            p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("show", help="print an architecture's summary and render it")
+    _space_args(p, classification.EVAL_NODES)
+    p.add_argument("--arch", help="NAS-Bench-201 string or a file of architectures (first is shown)")
+    p.add_argument("--out", help="PNG (needs graphviz) or .dot file")
+    p.add_argument("--cell", action="store_true", help="render only the first cell")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("demo", help="train a small GHN, search, and write a report (about 10 minutes)")
+    p.add_argument("--space", choices=SPACES, default="classification")
+    p.add_argument("--budget", choices=("full", "ci"), default="full",
+                   help="full: the ~10 minute demo; ci: a one-minute smoke run")
+    p.add_argument("--out", default="report")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"ghn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ghn {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,32 @@
+"""Atomic file writes: a crash mid-write never leaves half a checkpoint or ranking behind."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import torch
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write through `write` into a temporary file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_json_atomic(obj: Any, path: str | Path) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))

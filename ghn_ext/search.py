@@ -1,0 +1,153 @@
+"""Random search with a trained GHN (paper Sec. 5.1.1).
+
+Sample K random architectures (N=17 nodes per cell), score each by validation accuracy with generated
+weights, rank them, and optionally train the top ones briefly with SGD to pick the best ("Top-best").
+Scores are appended to a JSON-lines file as they are computed, so an interrupted search resumes where
+it stopped; the ranking is rewritten atomically at the end.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .data import Split, TensorLoader, cifar10_splits
+from .evaluate import network_accuracy, score_architectures
+from .ghn import GraphHyperNetwork
+from .graph import ArchGraph
+from .io import write_json_atomic
+from .nets.network import ArchNetwork, count_flops, count_params
+from .progress import progress_bar
+from .spaces import make_sampler, nb201
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    num_archs: int = 1000
+    num_nodes: int = 17            # nodes per cell of the searched architectures
+    num_blocks: int = 18
+    channels: Optional[int] = None
+    cells_per_stage: int = 5
+    val_images: int = 5000         # fixed validation subset used for every architecture
+    archs_per_batch: int = 4       # architectures whose weights are generated together
+    image_batch: int = 500
+    seed: int = 0
+    data_dir: Optional[str] = None
+
+
+def search_architectures(cfg: SearchConfig, space: str) -> list[ArchGraph]:
+    """Architecture i of a search is drawn from a generator seeded by (seed, i): resumable, shardable."""
+    sampler = make_sampler(space, cfg.num_nodes, cfg.num_blocks, cfg.channels, cfg.cells_per_stage)
+    return [sampler(random.Random(f"search:{cfg.seed}:{i}")) for i in range(cfg.num_archs)]
+
+
+def describe(graph: ArchGraph) -> dict[str, Any]:
+    """What a ranking records about an architecture besides its score."""
+    arch = nb201.arch_string(graph) if graph.space == "nb201" else graph.meta.get("cell")
+    return {"hash": graph.stable_hash(), "arch": arch, "params": count_params(graph),
+            "flops": count_flops(graph)}
+
+
+def _read_scores(path: Path) -> dict[int, dict[str, Any]]:
+    done: dict[int, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                done[int(rec["index"])] = rec
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # a line cut short when the process was killed
+    return done
+
+
+def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
+               progress: bool = True) -> list[dict[str, Any]]:
+    """Score cfg.num_archs random architectures and write out_dir/ranking.json (best first)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scores_path = out / "scores.jsonl"
+    space = ghn.config.space
+    archs = search_architectures(cfg, space)
+    val = cifar10_splits(cfg.data_dir).val.head(cfg.val_images)
+    done = _read_scores(scores_path)
+    todo = [i for i in range(cfg.num_archs) if i not in done]
+    ghn.eval()
+    best = max((r["score"] for r in done.values()), default=float("nan"))
+    with progress_bar(cfg.num_archs, cfg.num_archs - len(todo), f"search {space}", not progress) as bar, \
+            scores_path.open("a") as log:
+        for start in range(0, len(todo), cfg.archs_per_batch):
+            chunk = todo[start:start + cfg.archs_per_batch]
+            scores = score_architectures(ghn, [archs[i] for i in chunk], val, cfg.image_batch)
+            for i, score in zip(chunk, scores):
+                rec = {"index": i, "score": score, **describe(archs[i])}
+                done[i] = rec
+                log.write(json.dumps(rec) + "\n")
+                best = score if math.isnan(best) else max(best, score)
+            log.flush()
+            bar.set_postfix(best=f"{best:.3f}")
+            bar.update(len(chunk))
+    ranking = sorted((done[i] for i in range(cfg.num_archs)), key=lambda r: (-r["score"], r["index"]))
+    write_json_atomic({"space": space, "config": asdict(cfg), "ranking": ranking}, out / "ranking.json")
+    return ranking
+
+
+def arch_from_record(rec: dict[str, Any], space: str, cfg: SearchConfig) -> ArchGraph:
+    """Rebuild a ranked architecture (at the search's macro configuration)."""
+    if space == "nb201":
+        return nb201.network(rec["arch"], cfg.channels or 16, cfg.cells_per_stage)
+    from .spaces.classification import Cell, cifar_network
+    return cifar_network(Cell.from_dict(rec["arch"]), cfg.num_blocks, cfg.channels or 32)
+
+
+def train_briefly(graph: ArchGraph, train: Split, val: Split, steps: int, lr: float = 0.025,
+                  batch_size: int = 64, seed: int = 0) -> float:
+    """SGD (momentum 0.9, cosine) from scratch for `steps` steps; returns validation accuracy."""
+    torch.manual_seed(seed)
+    net = ArchNetwork(graph)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=3e-4, nesterov=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+    loader = TensorLoader(train.images, train.labels, batch_size, shuffle=True, augment=True,
+                          drop_last=True, seed=seed)
+    net.train()
+    for x, y in loader.batches(steps):
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    net.eval()
+    return network_accuracy(graph, net.node_weights(), val, norm_stats=net.norm_stats())
+
+
+def top_best(ranking: Sequence[dict[str, Any]], space: str, cfg: SearchConfig, out_dir: str | Path,
+             top: int = 10, steps: int = 200, progress: bool = True) -> dict[str, Any]:
+    """Train the `top` best-ranked architectures briefly with SGD and pick the best (Top-best)."""
+    splits = cifar10_splits(cfg.data_dir)
+    val = splits.val.head(cfg.val_images)
+    results = []
+    path = Path(out_dir) / "top_best.json"
+    previous = json.loads(path.read_text())["trained"] if path.exists() else []
+    finished = {r["hash"]: r for r in previous}
+    with progress_bar(min(top, len(ranking)), desc="top-best", disable=not progress) as bar:
+        for rec in ranking[:top]:
+            if rec["hash"] in finished:
+                results.append(finished[rec["hash"]])
+            else:
+                acc = train_briefly(arch_from_record(rec, space, cfg), splits.train, val, steps, seed=cfg.seed)
+                results.append({**rec, "trained_steps": steps, "trained_val_acc": acc})
+                write_json_atomic({"trained": results}, path)
+            bar.set_postfix(best=f"{max(r['trained_val_acc'] for r in results):.3f}")
+            bar.update(1)
+    best = max(results, key=lambda r: r["trained_val_acc"])
+    write_json_atomic({"trained": results, "best": best}, path)
+    return best
+
+
+__all__ = ["SearchConfig", "run_search", "top_best", "search_architectures", "arch_from_record",
+           "train_briefly", "describe"]

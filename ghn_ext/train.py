@@ -1,0 +1,227 @@
+"""Training a GHN over random architectures (paper Sec. 4.5, 5.1.1, appendix 7.2).
+
+Each step draws fresh random architectures, generates their weights, and minimises the cross-entropy
+of those networks on one batch of CIFAR-10 training images with Adam (lr 1e-3, halved at 50% and 75%
+of the run). The run is a pure function of its config: step s draws its architectures from a
+generator seeded by (seed, s) and the loader's batches are counter-based, so a run resumed from its
+last checkpoint continues exactly as if it had never stopped.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .data import TensorLoader, cifar10_splits
+from .evaluate import score_architectures
+from .ghn import CheckpointError, GHNConfig, GraphHyperNetwork
+from .io import atomic_save
+from .nets.network import run_network
+from .progress import progress_bar
+from .spaces import make_sampler
+
+TRAIN_STATE_FORMAT = "ghn_ext.train/1"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the run stops instead of training through it."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    space: str = "classification"
+    steps: int = 1000
+    batch_size: int = 64            # images per step (paper: 64)
+    archs_per_step: int = 1         # architectures whose losses are averaged each step
+    lr: float = 1e-3
+    grad_clip: float = 5.0          # max gradient norm; 0 disables
+    num_nodes: int = 7              # nodes per cell while training (paper: N=7)
+    num_blocks: int = 18            # cells of the classification networks
+    channels: Optional[int] = None  # initial width (space default when None)
+    cells_per_stage: int = 5        # NAS-Bench-201 skeleton
+    augment: bool = True
+    seed: int = 0
+    checkpoint_every: int = 50
+    eval_every: int = 0             # steps between validation checks on unseen architectures (0: end only)
+    eval_archs: int = 8
+    eval_images: int = 500
+    data_dir: Optional[str] = None
+    ghn: dict = field(default_factory=dict)  # GHNConfig fields other than the space
+
+    def ghn_config(self) -> GHNConfig:
+        return GHNConfig(space=self.space, **self.ghn)
+
+    def sampler(self, num_nodes: Optional[int] = None):
+        return make_sampler(self.space, num_nodes or self.num_nodes, self.num_blocks, self.channels,
+                            self.cells_per_stage)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+def step_architectures(cfg: TrainConfig, step: int, sampler=None):
+    """The architectures of training step `step`: a function of (seed, step) only."""
+    rng = random.Random(f"train:{cfg.seed}:{step}")
+    sampler = sampler or cfg.sampler()
+    return [sampler(rng) for _ in range(cfg.archs_per_step)]
+
+
+def lr_schedule(optimizer, steps: int):
+    """Adam's lr halved at 50% and 75% of the run (paper: epochs 100 and 150 of 200)."""
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, [steps // 2, (3 * steps) // 4], gamma=0.5)
+
+
+class Trainer:
+    """Owns the GHN, optimiser, data and output folder of one training run."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path):
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.checkpoint_path = self.out / "checkpoint.pt"
+        self.log_path = self.out / "train_log.jsonl"
+        torch.manual_seed(cfg.seed)
+        self.ghn = GraphHyperNetwork(cfg.ghn_config())
+        self.optimizer = torch.optim.Adam(self.ghn.parameters(), lr=cfg.lr)
+        self.scheduler = lr_schedule(self.optimizer, cfg.steps)
+        splits = cifar10_splits(cfg.data_dir)
+        self.val = splits.val.head(cfg.eval_images)
+        self.loader = TensorLoader(splits.train.images, splits.train.labels, cfg.batch_size,
+                                   shuffle=True, augment=cfg.augment, drop_last=True, seed=cfg.seed)
+        self.sampler = cfg.sampler()
+        self.step = 0
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        return {"format": TRAIN_STATE_FORMAT, "config": asdict(self.cfg), "step": self.step,
+                "ghn": self.ghn.state_dict(), "ghn_config": asdict(self.ghn.config),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "loader": self.loader.state_dict()}
+
+    def save_checkpoint(self) -> None:
+        atomic_save(self.state(), self.checkpoint_path)
+
+    def resume(self) -> bool:
+        """Continue from out_dir/checkpoint.pt when it exists; False when starting fresh."""
+        if not self.checkpoint_path.exists():
+            return False
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
+                raise CheckpointError("not a ghn_ext training checkpoint")
+            saved = TrainConfig.from_dict(state["config"])
+            if saved.space != self.cfg.space:
+                raise CheckpointError(f"it trains the {saved.space!r} space, not {self.cfg.space!r}")
+            differs = {k for k, v in asdict(saved).items() if k != "steps" and asdict(self.cfg)[k] != v}
+            if differs:
+                raise CheckpointError(f"it was started with other settings ({', '.join(sorted(differs))}); "
+                                      "use another output folder or the same settings")
+            self.ghn.load_state_dict(state["ghn"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.loader.load_state_dict(state["loader"])
+            self.step = int(state["step"])
+        except CheckpointError as exc:
+            raise CheckpointError(f"cannot resume from {self.checkpoint_path}: {exc}") from exc
+        except Exception as exc:  # a damaged file raises many kinds of errors
+            raise CheckpointError(f"cannot resume from {self.checkpoint_path}: corrupt checkpoint ({exc})") from exc
+        self._truncate_log()
+        return True
+
+    def _truncate_log(self) -> None:
+        """Drop log lines of steps after the checkpoint, so a resumed log equals an uninterrupted one."""
+        if not self.log_path.exists():
+            return
+        keep = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] < self.step:
+                    keep.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut short by a crash
+        self.log_path.write_text("".join(l + "\n" for l in keep))
+
+    # ------------------------------------------------------------------ training
+    def train_step(self) -> dict[str, float]:
+        archs = step_architectures(self.cfg, self.step, self.sampler)
+        x, y = self.loader.next_batch()
+        weights = self.ghn(archs)
+        losses, correct = [], 0
+        for g, w in zip(archs, weights):
+            logits = run_network(g, x, w)
+            losses.append(F.cross_entropy(logits, y))
+            correct += int((logits.argmax(1) == y).sum())
+        loss = torch.stack(losses).mean()
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"step {self.step}: loss is {loss.item()} for architectures "
+                f"{[g.stable_hash() for g in archs]}; stopped without applying it "
+                f"(last checkpoint: {self.checkpoint_path})")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.ghn.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"loss": loss.item(), "acc": correct / (len(y) * len(archs))}
+
+    def validate(self) -> float:
+        """Mean validation accuracy of generated weights on unseen architectures (evaluation size,
+        N=17 in the classification space), drawn from a generator no training step uses."""
+        rng = random.Random(f"validate:{self.cfg.seed}")
+        sampler = self.cfg.sampler(num_nodes=17) if self.cfg.space == "classification" else self.sampler
+        archs = [sampler(rng) for _ in range(self.cfg.eval_archs)]
+        self.ghn.eval()
+        scores = score_architectures(self.ghn, archs, self.val)
+        self.ghn.train()
+        return sum(scores) / len(scores)
+
+    def run(self, stop_after: Optional[int] = None, progress: bool = True) -> dict[str, Any]:
+        """Train until cfg.steps (or `stop_after` more steps in this call, as if killed there)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        end = self.cfg.steps if stop_after is None else min(self.cfg.steps, self.step + stop_after)
+        bar = progress_bar(total=self.cfg.steps, initial=self.step, desc=f"train {self.cfg.space}",
+                           disable=not progress)
+        ema = None
+        with bar, self.log_path.open("a") as log:
+            while self.step < end:
+                t0 = time.perf_counter()
+                stats = self.train_step()
+                self.step += 1
+                record = {"step": self.step - 1, **stats, "lr": self.optimizer.param_groups[0]["lr"],
+                          "seconds": round(time.perf_counter() - t0, 4)}
+                last = self.step == self.cfg.steps
+                if last or (self.cfg.eval_every and self.step % self.cfg.eval_every == 0):
+                    record["val_acc"] = self.validate()
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                ema = stats["acc"] if ema is None else 0.95 * ema + 0.05 * stats["acc"]
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{ema:.3f}",
+                                **({"val_acc": f"{record['val_acc']:.3f}"} if "val_acc" in record else {}))
+                bar.update(1)
+                if last or self.step % self.cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+        if self.step == self.cfg.steps:
+            self.ghn.save(self.out / "ghn.pt", extra={"train_config": asdict(self.cfg)})
+        return {"step": self.step, "done": self.step == self.cfg.steps}
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True) -> Trainer:
+    trainer = Trainer(cfg, out_dir)
+    if resume:
+        trainer.resume()
+    trainer.run(progress=progress)
+    return trainer
+
+
+__all__ = ["TrainConfig", "Trainer", "NonFiniteLossError", "train", "read_log", "step_architectures"]
