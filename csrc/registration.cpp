@@ -1,0 +1,22 @@
+// All ghn_ext operator schemas, in one place. Implementations are registered per backend in
+// csrc/cpu/<op>_cpu.cpp (TORCH_LIBRARY_IMPL(ghn_ext, CPU, m)) and csrc/cuda/<op>_cuda.cu
+// (TORCH_LIBRARY_IMPL(ghn_ext, CUDA, m)); the dispatcher picks the backend. Fake (meta) kernels,
+// autograd formulas and the pure-PyTorch references live in ghn_ext/ops/.
+//
+// The Python module stub (PyInit__C) that makes this library importable as `ghn_ext._C` lives in
+// csrc/python_module.cpp, which only setup.py compiles; the CMake build produces a plain shared
+// library for torch.ops.load_library and needs no Python headers.
+#include <torch/library.h>
+
+TORCH_LIBRARY(ghn_ext, m) {
+  // Deterministic topological schedule of a batch of DAGs (see ghn_ext/ops/schedule.py).
+  //   edge_index (2, E) int64: global node ids, row 0 sources, row 1 destinations.
+  //   node_ptr   (B+1,) int64: graph g owns nodes [node_ptr[g], node_ptr[g+1]).
+  //   num_nodes  N == node_ptr[B] (a SymInt so fake kernels know the output sizes).
+  // Returns int64 tensors: order (N), level (N), reverse_order (N), in_ptr (N+1), in_src (E),
+  // out_ptr (N+1), out_dst (E).
+  m.def(
+      "dag_schedule(Tensor edge_index, Tensor node_ptr, SymInt num_nodes) -> "
+      "(Tensor order, Tensor level, Tensor reverse_order, Tensor in_ptr, Tensor in_src, "
+      "Tensor out_ptr, Tensor out_dst)");
+}

@@ -1,0 +1,17 @@
+"""Compiled operators of ghn_ext with their pure-PyTorch references.
+
+Each op has a thin wrapper that dispatches to ``torch.ops.ghn_ext.<op>`` (C++/CUDA kernels in
+``csrc/``) when the extension ``ghn_ext._C`` is built, and to its reference otherwise (or when
+``GHN_EXT_REFERENCE=1``). The package imports fine without the compiled library.
+"""
+from ._extension import HAS_EXTENSION, reference_forced, use_extension
+from .schedule import Schedule, dag_schedule, dag_schedule_reference
+
+__all__ = [
+    "HAS_EXTENSION",
+    "Schedule",
+    "dag_schedule",
+    "dag_schedule_reference",
+    "reference_forced",
+    "use_extension",
+]

@@ -1,0 +1,25 @@
+"""Shared pytest configuration for python_tests/."""
+from __future__ import annotations
+
+
+def pytest_report_header(config):
+    """Say which ghn_ext is under test and whether its compiled extension loaded.
+
+    `python -m pytest` from the repository root imports the source tree's ghn_ext/ (not an
+    installed copy), which has the compiled ops only after an in-place or editable build.
+    """
+    try:
+        import ghn_ext
+        from ghn_ext.ops import _extension as ext
+    except Exception as exc:  # keep the header from hiding the real import error in the tests
+        return f"ghn_ext: import failed: {exc!r}"
+    if ext.HAS_EXTENSION:
+        import torch
+
+        backends = [k for k in ("CPU", "CUDA")
+                    if torch._C._dispatch_has_kernel_for_dispatch_key("ghn_ext::dag_schedule", k)]
+        status = f"compiled extension {ext._C.__file__} (kernels: {', '.join(backends)})"
+    else:
+        status = f"NO compiled extension ({ext.IMPORT_ERROR}); pure-PyTorch references only"
+    forced = " [GHN_EXT_REFERENCE set: references forced]" if ext.reference_forced() else ""
+    return f"ghn_ext: {ghn_ext.__file__}; {status}{forced}"
