@@ -213,7 +213,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.func(args)
     except USER_ERRORS as exc:
-        print(f"ghn {args.command}: error: {exc}", file=sys.stderr)
+        # one line: some messages (torch.load's on a damaged file) run over several
+        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"ghn {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ghn {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -66,6 +66,15 @@ def _read_scores(path: Path) -> dict[int, dict[str, Any]]:
     return done
 
 
+def _end_with_newline(path: Path) -> None:
+    """After a line cut short by a kill, start the next appended record on a line of its own."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb+") as f:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
 def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
                progress: bool = True) -> list[dict[str, Any]]:
     """Score cfg.num_archs random architectures and write out_dir/ranking.json (best first)."""
@@ -75,8 +84,12 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
     space = ghn.config.space
     archs = search_architectures(cfg, space)
     val = cifar10_splits(cfg.data_dir).val.head(cfg.val_images)
-    done = _read_scores(scores_path)
+    # only records of this search's architectures (a folder reused with another seed or space
+    # would otherwise rank stale ones)
+    done = {i: r for i, r in _read_scores(scores_path).items()
+            if i < cfg.num_archs and r.get("hash") == archs[i].stable_hash()}
     todo = [i for i in range(cfg.num_archs) if i not in done]
+    _end_with_newline(scores_path)
     ghn.eval()
     best = max((r["score"] for r in done.values()), default=float("nan"))
     with progress_bar(cfg.num_archs, cfg.num_archs - len(todo), f"search {space}", not progress) as bar, \
@@ -133,7 +146,7 @@ def top_best(ranking: Sequence[dict[str, Any]], space: str, cfg: SearchConfig, o
     results = []
     path = Path(out_dir) / "top_best.json"
     previous = json.loads(path.read_text())["trained"] if path.exists() else []
-    finished = {r["hash"]: r for r in previous}
+    finished = {r["hash"]: r for r in previous if r.get("trained_steps") == steps}
     with progress_bar(min(top, len(ranking)), desc="top-best", disable=not progress) as bar:
         for rec in ranking[:top]:
             if rec["hash"] in finished:

@@ -189,12 +189,14 @@ class Trainer:
         bar = progress_bar(total=self.cfg.steps, initial=self.step, desc=f"train {self.cfg.space}",
                            disable=not progress)
         ema = None
+        self._truncate_log()  # lines of a run restarted in this folder, or past the checkpoint
         with bar, self.log_path.open("a") as log:
             while self.step < end:
                 t0 = time.perf_counter()
+                lr = self.optimizer.param_groups[0]["lr"]  # the lr this step trains with
                 stats = self.train_step()
                 self.step += 1
-                record = {"step": self.step - 1, **stats, "lr": self.optimizer.param_groups[0]["lr"],
+                record = {"step": self.step - 1, **stats, "lr": lr,
                           "seconds": round(time.perf_counter() - t0, 4)}
                 last = self.step == self.cfg.steps
                 if last or (self.cfg.eval_every and self.step % self.cfg.eval_every == 0):

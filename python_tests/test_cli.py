@@ -1,0 +1,339 @@
+"""Tests for the `ghn` command (ghn_ext.cli.main): every verb on tiny settings, and one clear line
+with exit code 2 for everything a user can get wrong.
+
+`ghn train` always validates 8 architectures of 17-node cells on 500 images at its last step (no flag
+sets that size); the training runs here shrink it to 1 architecture on 100 images by wrapping
+cli._train_config, everything else goes through the real command.
+"""
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from ghn_ext import cli, demo  # noqa: E402
+from ghn_ext.ghn import GraphHyperNetwork  # noqa: E402
+from ghn_ext.spaces import SPACES, classification, nb201  # noqa: E402
+from ghn_ext.train import read_log  # noqa: E402
+
+FALLBACK_DIR = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
+VERBS = {"train", "score", "search", "show", "demo"}
+NB201_ARCHS = ["|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+               "|none~0|+|skip_connect~0|none~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|"]
+CELL_A = {"ops": ["sep_conv3x3", "max_pool3x3", "identity"], "inputs": [[0], [1], [2, 3]]}
+CELL_B = {"ops": ["conv1x1", "dil_sep_conv3x3"], "inputs": [[0, 1], [1]]}
+
+
+@pytest.fixture(scope="module")
+def data_dir():
+    env = os.environ.get("GHN_DATA_DIR")
+    if env:  # explicitly configured (CI): a missing file is a failure, not a skip
+        assert (Path(env) / "cifar10.npz").is_file(), f"GHN_DATA_DIR={env} has no cifar10.npz"
+        return str(env)
+    if not (FALLBACK_DIR / "cifar10.npz").is_file():
+        pytest.skip(f"CIFAR-10 not found (set GHN_DATA_DIR or place it at {FALLBACK_DIR})")
+    return str(FALLBACK_DIR)
+
+
+@contextlib.contextmanager
+def small_validation():
+    real = cli._train_config
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "_train_config", lambda a: replace(real(a), eval_archs=1, eval_images=100))
+        yield
+
+
+def train_argv(out, data_dir, space="classification", steps=2, *extra):
+    macro = ["--num-nodes", "3", "--num-blocks", "1", "--channels", "4"] if space == "classification" else \
+        ["--channels", "4", "--cells-per-stage", "1"]
+    return ["train", "--space", space, "--out", str(out), "--steps", str(steps), "--batch-size", "8",
+            "--T", "1", "--block-channels", "4", "--data-dir", data_dir, "--quiet", *macro, *extra]
+
+
+def run_quietly(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main(argv)
+    assert rc == 0, err.getvalue()
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cls_run(data_dir, tmp_path_factory):
+    """`ghn train` of a classification GHN: 2 steps."""
+    out = tmp_path_factory.mktemp("train_cls")
+    with small_validation():
+        run_quietly(train_argv(out, data_dir))
+    return out
+
+
+@pytest.fixture(scope="module")
+def nb201_ghn(data_dir, tmp_path_factory):
+    """`ghn train --space nb201`: 1 step; the GHN file."""
+    out = tmp_path_factory.mktemp("train_nb201")
+    with small_validation():
+        run_quietly(train_argv(out, data_dir, "nb201", 1))
+    return out / "ghn.pt"
+
+
+def one_error_line(capsys, verb):
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert err.startswith(f"ghn {verb}: error: "), err
+    assert "Traceback" not in err
+    return err
+
+
+# ------------------------------------------------------------------ parser
+
+def test_all_verbs_exist_and_accept_space(capsys):
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert set(sub.choices) == VERBS
+    for verb, p in sub.choices.items():
+        space = p._option_string_actions.get("--space")
+        assert space is not None, verb
+        assert tuple(space.choices) == SPACES and space.default == "classification"
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([verb, "--help"])
+        assert exit_.value.code == 0
+        assert "--space" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:  # a space that does not exist: argparse's usage error
+        cli.main(["show", "--space", "imagenet"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'imagenet'" in capsys.readouterr().err
+
+
+def test_module_entry_point_help():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, "-m", "ghn_ext.cli", "--help"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert all(verb in res.stdout for verb in VERBS)
+
+
+# ------------------------------------------------------------------ train
+
+def test_train_writes_a_ghn_and_a_second_call_resumes(cls_run, data_dir, tmp_path, capsys):
+    assert [r["step"] for r in read_log(cls_run / "train_log.jsonl")] == [0, 1]
+    assert GraphHyperNetwork.load(cls_run / "ghn.pt", space="classification").config.block_channels == 4
+    shutil.copytree(cls_run, tmp_path, dirs_exist_ok=True)
+    with small_validation():
+        assert cli.main(train_argv(tmp_path, data_dir, steps=3)) == 0
+    out = capsys.readouterr().out
+    assert f"resuming {tmp_path} at step 2" in out
+    assert "trained 3 steps" in out
+    assert [r["step"] for r in read_log(tmp_path / "train_log.jsonl")] == [0, 1, 2]
+
+
+def test_train_restart_ignores_the_checkpoint(cls_run, data_dir, tmp_path, capsys):
+    shutil.copytree(cls_run, tmp_path, dirs_exist_ok=True)
+    with small_validation():
+        assert cli.main(train_argv(tmp_path, data_dir, "classification", 1, "--restart")) == 0
+    assert "resuming" not in capsys.readouterr().out
+    assert [r["step"] for r in read_log(tmp_path / "train_log.jsonl")] == [0]  # a fresh log
+
+
+# ------------------------------------------------------------------ score
+
+def test_score_nb201_strings(nb201_ghn, data_dir, tmp_path, capsys):
+    archs = tmp_path / "archs.txt"
+    archs.write_text("# NAS-Bench-201 cells\n" + "\n".join(NB201_ARCHS) + "\n\n")
+    scores = tmp_path / "scores.jsonl"
+    assert cli.main(["score", "--space", "nb201", "--ckpt", str(nb201_ghn), "--archs", str(archs),
+                     "--channels", "4", "--cells-per-stage", "1", "--val-images", "100",
+                     "--data-dir", data_dir, "--output", str(scores)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [json.loads(l) for l in scores.read_text().splitlines()]
+    assert [r["arch"] for r in rows] == NB201_ARCHS
+    assert [r["hash"] for r in rows] == [nb201.network(a, 4, 1).stable_hash() for a in NB201_ARCHS]
+    assert all(0.0 <= r["predicted_accuracy"] <= 1.0 for r in rows)
+    assert out[:2] == [f"{r['predicted_accuracy']:.4f}  {r['arch']}" for r in rows]
+    assert out[2] == f"saved 2 scores to {scores}"
+
+
+def test_score_classification_cells_and_graph_json(cls_run, data_dir, tmp_path, capsys):
+    graph = classification.cifar_network(classification.Cell.from_dict(CELL_B), num_blocks=1, channels=4)
+    archs = tmp_path / "archs.jsonl"
+    archs.write_text(json.dumps(CELL_A) + "\n" + graph.to_json() + "\n")
+    scores = tmp_path / "scores.jsonl"
+    assert cli.main(["score", "--ckpt", str(cls_run / "ghn.pt"), "--archs", str(archs), "--num-blocks", "1",
+                     "--channels", "4", "--val-images", "100", "--data-dir", data_dir,
+                     "--output", str(scores)]) == 0
+    expected = [classification.cifar_network(classification.Cell.from_dict(CELL_A), 1, 4).stable_hash(),
+                graph.stable_hash()]
+    rows = [json.loads(l) for l in scores.read_text().splitlines()]
+    assert [r["hash"] for r in rows] == [r["arch"] for r in rows] == expected
+    assert all(0.0 <= r["predicted_accuracy"] <= 1.0 for r in rows)
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+# ------------------------------------------------------------------ search
+
+def test_search_ranks_and_runs_top_best(cls_run, data_dir, tmp_path, capsys):
+    out = tmp_path / "search"
+    argv = ["search", "--ckpt", str(cls_run / "ghn.pt"), "--out", str(out), "--num-archs", "3",
+            "--num-nodes", "3", "--num-blocks", "1", "--channels", "4", "--val-images", "100",
+            "--archs-per-batch", "2", "--top-best", "1", "--top-best-steps", "1", "--data-dir", data_dir,
+            "--quiet"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    ranking = json.loads((out / "ranking.json").read_text())["ranking"]
+    assert len(ranking) == 3 and [r["score"] for r in ranking] == sorted((r["score"] for r in ranking),
+                                                                         reverse=True)
+    best = json.loads((out / "top_best.json").read_text())["best"]
+    assert best["hash"] == ranking[0]["hash"] and best["trained_steps"] == 1
+    assert "rank" in printed and f"top-best after 1 SGD steps: {best['hash']}" in printed
+    assert f"ranking written to {out / 'ranking.json'}" in printed
+    # the same command again resumes: nothing left to score, same ranking
+    assert cli.main(argv) == 0
+    assert json.loads((out / "ranking.json").read_text())["ranking"] == ranking
+
+
+# ------------------------------------------------------------------ show
+
+def test_show_renders_a_cell(tmp_path, capsys):
+    has_dot = shutil.which("dot") is not None
+    picture = tmp_path / ("cell.png" if has_dot else "cell.dot")
+    assert cli.main(["show", "--space", "nb201", "--arch", NB201_ARCHS[0], "--channels", "4",
+                     "--cells-per-stage", "1", "--out", str(picture), "--cell"]) == 0
+    out = capsys.readouterr().out
+    assert f"hash: {nb201.network(NB201_ARCHS[0], 4, 1).stable_hash()}" in out
+    assert f"rendered to {picture}" in out
+    data = picture.read_bytes()
+    assert data.startswith(b"\x89PNG") if has_dot else data.startswith(b"digraph")
+
+
+def test_show_random_architecture_and_file_to_dot(tmp_path, capsys):
+    assert cli.main(["show", "--num-nodes", "4", "--num-blocks", "2", "--channels", "8",
+                     "--out", str(tmp_path / "net.dot")]) == 0
+    dot = (tmp_path / "net.dot").read_text()
+    assert dot.startswith("digraph") and "block 2" in dot  # the whole network
+    assert "space: classification" in capsys.readouterr().out
+    archs = tmp_path / "archs.jsonl"
+    archs.write_text(json.dumps(CELL_A) + "\n")
+    assert cli.main(["show", "--arch", str(archs), "--num-blocks", "1", "--channels", "4", "--cell",
+                     "--out", str(tmp_path / "cell.dot")]) == 0
+    cell = (tmp_path / "cell.dot").read_text()
+    assert "sep_conv3x3" in cell and "block 1" not in cell  # one cell only
+    expected = classification.cifar_network(classification.Cell.from_dict(CELL_A), 1, 4).stable_hash()
+    assert f"hash: {expected}" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ demo
+
+def test_demo_ci_at_a_tinier_size(data_dir, tmp_path, monkeypatch, capsys):
+    # `ghn demo --budget ci` itself takes about a minute on two busy cores: same code path, smaller sizes
+    monkeypatch.setitem(demo.BUDGETS, "ci", demo.DemoBudget(train_steps=2, evaluations=1, search_archs=2,
+                                                            val_images=100))
+    monkeypatch.setitem(demo.SMALL, "classification", dict(num_blocks=1, channels=4))
+    out = tmp_path / "report"
+    assert cli.main(["demo", "--budget", "ci", "--out", str(out), "--data-dir", data_dir, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"report written to {out}/" in printed
+    names = {p.name for p in out.iterdir()}
+    assert {"ranking.json", "training_curve.png", "summary.md", "ghn_run", "search"} <= names
+    assert ("best_cell.png" if shutil.which("dot") else "best_cell.dot") in names
+    ranking = json.loads((out / "ranking.json").read_text())["ranking"]
+    assert len(ranking) == 2
+    summary = (out / "summary.md").read_text()
+    assert "# ghn demo (ci)" in summary and ranking[0]["hash"] in summary
+    assert (out / "ghn_run" / "ghn.pt").is_file()
+
+
+# ------------------------------------------------------------------ user errors: exit 2, one line
+
+def test_unknown_architecture_string_in_a_score_file(nb201_ghn, tmp_path, capsys):
+    archs = tmp_path / "archs.txt"
+    archs.write_text(NB201_ARCHS[0] + "\n|conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|\n")
+    assert cli.main(["score", "--space", "nb201", "--ckpt", str(nb201_ghn), "--archs", str(archs)]) == 2
+    err = one_error_line(capsys, "score")
+    assert f"{archs}:2:" in err and "unknown op 'conv_9x9'" in err
+
+
+def test_garbage_line_in_a_score_file(nb201_ghn, tmp_path, capsys):
+    archs = tmp_path / "archs.txt"
+    archs.write_text("resnet50\n")
+    assert cli.main(["score", "--space", "nb201", "--ckpt", str(nb201_ghn), "--archs", str(archs)]) == 2
+    assert f"{archs}:1: not a NAS-Bench-201 string" in one_error_line(capsys, "score")
+
+
+def test_classification_cell_with_an_unknown_op(cls_run, tmp_path, capsys):
+    archs = tmp_path / "archs.jsonl"
+    archs.write_text(json.dumps({"ops": ["conv9x9"], "inputs": [[0, 1]]}) + "\n")
+    assert cli.main(["score", "--ckpt", str(cls_run / "ghn.pt"), "--archs", str(archs)]) == 2
+    err = one_error_line(capsys, "score")
+    assert f"{archs}:1:" in err and "unknown op 'conv9x9'" in err
+
+
+def test_architecture_of_another_space_in_a_score_file(cls_run, tmp_path, capsys):
+    archs = tmp_path / "archs.txt"
+    archs.write_text(NB201_ARCHS[0] + "\n")
+    assert cli.main(["score", "--ckpt", str(cls_run / "ghn.pt"), "--archs", str(archs)]) == 2
+    assert "a 'nb201' architecture, but --space is 'classification'" in one_error_line(capsys, "score")
+
+
+def test_score_file_that_does_not_exist(cls_run, tmp_path, capsys):
+    missing = tmp_path / "nope.txt"
+    assert cli.main(["score", "--ckpt", str(cls_run / "ghn.pt"), "--archs", str(missing)]) == 2
+    assert f"architecture file {missing} does not exist" in one_error_line(capsys, "score")
+
+
+@pytest.mark.parametrize("verb", ["score", "search"])
+def test_missing_checkpoint(tmp_path, capsys, verb):
+    missing = tmp_path / "ghn.pt"
+    extra = ["--archs", "x.txt"] if verb == "score" else ["--out", str(tmp_path / "s")]
+    assert cli.main([verb, "--ckpt", str(missing), *extra]) == 2
+    assert f"checkpoint {missing} does not exist" in one_error_line(capsys, verb)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_checkpoint(cls_run, tmp_path, capsys, damage):
+    ckpt = tmp_path / "ghn.pt"
+    data = (cls_run / "ghn.pt").read_bytes()
+    ckpt.write_bytes(b"\x80\x02garbage" * 10 if damage == "garbage" else data[: len(data) // 2])
+    assert cli.main(["score", "--ckpt", str(ckpt), "--archs", "x.txt"]) == 2
+    assert f"checkpoint {ckpt} is corrupt or unreadable" in one_error_line(capsys, "score")
+
+
+def test_checkpoint_of_another_space(nb201_ghn, tmp_path, capsys):
+    archs = tmp_path / "archs.jsonl"
+    archs.write_text(json.dumps(CELL_A) + "\n")
+    assert cli.main(["score", "--space", "classification", "--ckpt", str(nb201_ghn), "--archs", str(archs)]) == 2
+    assert f"checkpoint {nb201_ghn} is a GHN for the 'nb201' space, not 'classification'" in \
+        one_error_line(capsys, "score")
+
+
+def test_train_resume_with_other_settings(cls_run, data_dir, tmp_path, capsys):
+    shutil.copytree(cls_run, tmp_path, dirs_exist_ok=True)
+    with small_validation():
+        assert cli.main(train_argv(tmp_path, data_dir, "classification", 2, "--lr", "0.01")) == 2
+    err = one_error_line(capsys, "train")
+    assert f"cannot resume from {tmp_path / 'checkpoint.pt'}" in err and "other settings (lr)" in err
+
+
+def test_train_corrupt_training_checkpoint(cls_run, data_dir, tmp_path, capsys):
+    shutil.copytree(cls_run, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert cli.main(train_argv(tmp_path, data_dir)) == 2
+    assert f"cannot resume from {tmp_path / 'checkpoint.pt'}: corrupt checkpoint" in one_error_line(capsys, "train")
+
+
+def test_train_without_data(tmp_path, capsys):
+    assert cli.main(train_argv(tmp_path / "run", str(tmp_path / "no_data"))) == 2
+    assert "CIFAR-10 not found" in one_error_line(capsys, "train")
+
+
+def test_show_bad_architecture_string(capsys):
+    assert cli.main(["show", "--space", "nb201", "--arch", "|nor_conv_3x3~1|"]) == 2
+    assert "not a NAS-Bench-201 string" in one_error_line(capsys, "show")

@@ -1,0 +1,190 @@
+"""Tests for ghn_ext.search: ranking, resumable scoring, rebuilding ranked architectures, Top-best.
+
+A GHN with 4x4 blocks and one propagation pass (untrained: the ranking machinery does not care how
+good the scores are) scores one-block, 4-channel networks on 100 real CIFAR-10 validation images.
+"""
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from ghn_ext import search as S  # noqa: E402
+from ghn_ext.ghn import GHNConfig, GraphHyperNetwork  # noqa: E402
+from ghn_ext.nets.network import count_flops, count_params  # noqa: E402
+from ghn_ext.search import SearchConfig, arch_from_record, run_search, search_architectures, top_best  # noqa: E402
+from ghn_ext.spaces import nb201  # noqa: E402
+
+FALLBACK_DIR = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
+FIELDS = {"index", "hash", "arch", "score", "params", "flops"}
+
+
+@pytest.fixture(scope="module")
+def data_dir():
+    env = os.environ.get("GHN_DATA_DIR")
+    if env:  # explicitly configured (CI): a missing file is a failure, not a skip
+        assert (Path(env) / "cifar10.npz").is_file(), f"GHN_DATA_DIR={env} has no cifar10.npz"
+        return str(env)
+    if not (FALLBACK_DIR / "cifar10.npz").is_file():
+        pytest.skip(f"CIFAR-10 not found (set GHN_DATA_DIR or place it at {FALLBACK_DIR})")
+    return str(FALLBACK_DIR)
+
+
+def tiny_ghn(space: str) -> GraphHyperNetwork:
+    torch.manual_seed(0)
+    return GraphHyperNetwork(GHNConfig(space=space, block_channels=4, T=1))
+
+
+def search_config(data_dir, space="classification", **kw) -> SearchConfig:
+    macro = dict(num_nodes=3, num_blocks=1, channels=4) if space == "classification" else \
+        dict(channels=4, cells_per_stage=1)
+    # one architecture per GHN call: a score never depends on which others share its batch
+    base = dict(num_archs=5, val_images=100, archs_per_batch=1, image_batch=100, seed=0, data_dir=data_dir)
+    return SearchConfig(**{**base, **macro, **kw})
+
+
+@pytest.fixture
+def count_scoring(monkeypatch):
+    """Record the hashes of the architectures run_search scores."""
+    scored = []
+    real = S.score_architectures
+
+    def counting(ghn, archs, *args, **kw):
+        scored.extend(g.stable_hash() for g in archs)
+        return real(ghn, archs, *args, **kw)
+
+    monkeypatch.setattr(S, "score_architectures", counting)
+    return scored
+
+
+@pytest.fixture(scope="module")
+def classification_search(data_dir, tmp_path_factory):
+    """One uninterrupted search of 5 classification architectures."""
+    out = tmp_path_factory.mktemp("search")
+    cfg = search_config(data_dir)
+    ghn = tiny_ghn("classification")
+    return ghn, cfg, out, run_search(ghn, cfg, out, progress=False)
+
+
+def test_ranking_is_sorted_best_first_with_all_fields(classification_search):
+    ghn, cfg, out, ranking = classification_search
+    saved = json.loads((out / "ranking.json").read_text())
+    assert saved["space"] == "classification" and saved["ranking"] == ranking
+    assert SearchConfig(**saved["config"]) == cfg
+    assert sorted(r["index"] for r in ranking) == list(range(cfg.num_archs))
+    assert all(set(r) == FIELDS for r in ranking)
+    scores = [r["score"] for r in ranking]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    archs = search_architectures(cfg, "classification")
+    for r in ranking:
+        g = archs[r["index"]]
+        assert r["hash"] == g.stable_hash()
+        assert r["arch"] == g.meta["cell"] and len(r["arch"]["ops"]) == cfg.num_nodes
+        assert r["params"] == count_params(g) > 0 and r["flops"] == count_flops(g) > 0
+    assert len({r["hash"] for r in ranking}) == cfg.num_archs
+    lines = (out / "scores.jsonl").read_text().splitlines()
+    assert sorted(json.loads(l)["index"] for l in lines) == list(range(cfg.num_archs))
+    assert not list(out.glob("*.tmp"))
+
+
+def test_search_architectures_are_a_function_of_seed_and_index(data_dir):
+    cfg = search_config(data_dir)
+    hashes = lambda c: [g.stable_hash() for g in search_architectures(c, "classification")]  # noqa: E731
+    assert hashes(cfg) == hashes(cfg)
+    assert hashes(replace(cfg, num_archs=3)) == hashes(cfg)[:3]  # a longer search extends a shorter one
+    assert hashes(replace(cfg, seed=1)) != hashes(cfg)
+
+
+def test_resume_does_not_rescore_and_ranks_the_same(classification_search, data_dir, tmp_path, count_scoring):
+    ghn, cfg, _, uninterrupted = classification_search
+    archs = search_architectures(cfg, "classification")
+    first = run_search(ghn, replace(cfg, num_archs=3), tmp_path, progress=False)
+    assert count_scoring == [g.stable_hash() for g in archs[:3]]
+    assert sorted(r["index"] for r in first) == [0, 1, 2]
+    count_scoring.clear()
+    assert run_search(ghn, cfg, tmp_path, progress=False) == uninterrupted
+    assert count_scoring == [archs[3].stable_hash(), archs[4].stable_hash()]  # only the new ones
+    count_scoring.clear()
+    assert run_search(ghn, cfg, tmp_path, progress=False) == uninterrupted  # all done: nothing scored
+    assert count_scoring == []
+    assert json.loads((tmp_path / "ranking.json").read_text())["ranking"] == uninterrupted
+
+
+def test_resume_tolerates_a_line_cut_short(classification_search, tmp_path, count_scoring):
+    ghn, cfg, out, uninterrupted = classification_search
+    lines = (out / "scores.jsonl").read_text().splitlines(keepends=True)
+    # killed while writing the third record: two whole lines and half of one, no newline
+    (tmp_path / "scores.jsonl").write_text(lines[0] + lines[1] + lines[2][: len(lines[2]) // 2])
+    done = {json.loads(l)["index"] for l in lines[:2]}
+    assert run_search(ghn, cfg, tmp_path, progress=False) == uninterrupted
+    archs = search_architectures(cfg, "classification")
+    assert count_scoring == [archs[i].stable_hash() for i in range(cfg.num_archs) if i not in done]
+    # the records written after the damaged line are whole lines that a later resume reads back
+    count_scoring.clear()
+    assert run_search(ghn, cfg, tmp_path, progress=False) == uninterrupted
+    assert count_scoring == []
+
+
+def test_records_of_another_search_in_the_folder_are_not_reused(classification_search, tmp_path,
+                                                                count_scoring):
+    ghn, cfg, out, uninterrupted = classification_search
+    (tmp_path / "scores.jsonl").write_text((out / "scores.jsonl").read_text())
+    other = replace(cfg, seed=1, num_archs=2)
+    ranking = run_search(ghn, other, tmp_path, progress=False)
+    expected = [g.stable_hash() for g in search_architectures(other, "classification")]
+    assert count_scoring == expected
+    assert sorted(r["hash"] for r in ranking) == sorted(expected)
+
+
+def test_arch_from_record_rebuilds_classification_architectures(classification_search):
+    _, cfg, _, ranking = classification_search
+    for rec in ranking:
+        assert arch_from_record(rec, "classification", cfg).stable_hash() == rec["hash"]
+    # a record read back from ranking.json (lists, not tuples) works as well
+    rec = json.loads(json.dumps(ranking[0]))
+    assert arch_from_record(rec, "classification", cfg).stable_hash() == rec["hash"]
+
+
+def test_nb201_search_and_arch_from_record(data_dir, tmp_path):
+    cfg = search_config(data_dir, space="nb201", num_archs=3, archs_per_batch=2)
+    ranking = run_search(tiny_ghn("nb201"), cfg, tmp_path, progress=False)
+    assert [r["score"] for r in ranking] == sorted((r["score"] for r in ranking), reverse=True)
+    archs = search_architectures(cfg, "nb201")
+    for rec in ranking:
+        assert set(rec) == FIELDS
+        assert rec["arch"] == nb201.arch_string(archs[rec["index"]])
+        nb201.parse(rec["arch"])  # a valid NAS-Bench-201 string
+        rebuilt = arch_from_record(rec, "nb201", cfg)
+        assert rebuilt.stable_hash() == rec["hash"] == archs[rec["index"]].stable_hash()
+
+
+def test_top_best_trains_the_top_k_and_picks_the_best(classification_search, tmp_path, monkeypatch):
+    _, cfg, _, ranking = classification_search
+    best = top_best(ranking, "classification", cfg, tmp_path, top=2, steps=2, progress=False)
+    saved = json.loads((tmp_path / "top_best.json").read_text())
+    trained = saved["trained"]
+    assert [r["hash"] for r in trained] == [r["hash"] for r in ranking[:2]]
+    assert all(r["trained_steps"] == 2 and 0.0 <= r["trained_val_acc"] <= 1.0 for r in trained)
+    assert best == saved["best"] == max(trained, key=lambda r: r["trained_val_acc"])
+    assert FIELDS <= set(best)
+
+    # rerun: finished architectures are not trained again ...
+    def no_training(*a, **kw):
+        raise AssertionError("retrained a finished architecture")
+
+    monkeypatch.setattr(S, "train_briefly", no_training)
+    assert top_best(ranking, "classification", cfg, tmp_path, top=2, steps=2, progress=False) == best
+    # ... unless they were trained for another number of steps
+    calls = []
+    monkeypatch.setattr(S, "train_briefly", lambda graph, *a, **kw: calls.append(graph.stable_hash()) or 0.5)
+    again = top_best(ranking, "classification", cfg, tmp_path, top=2, steps=3, progress=False)
+    assert calls == [r["hash"] for r in ranking[:2]]
+    assert again["trained_steps"] == 3 and again["trained_val_acc"] == 0.5

@@ -1,0 +1,332 @@
+"""Tests for ghn_ext.train: GHN training on real CIFAR-10, checkpoints, exact resume, failure modes.
+
+Every run is tiny (one-block networks of 4-8 channels, 3-node cells, a GHN with 4x4 blocks and one
+propagation pass), so the whole file takes seconds on two CPU cores. Uses the real CIFAR-10 from
+$GHN_DATA_DIR, else <root>/shared/data/cifar10 next to the repository; never downloads.
+"""
+import copy
+import dataclasses
+import math
+import os
+import random
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from ghn_ext import train as T  # noqa: E402
+from ghn_ext.data import normalize  # noqa: E402
+from ghn_ext.ghn import CheckpointError, GraphHyperNetwork  # noqa: E402
+from ghn_ext.nets.network import run_network  # noqa: E402
+from ghn_ext.train import NonFiniteLossError, TrainConfig, Trainer, read_log, step_architectures  # noqa: E402
+
+FALLBACK_DIR = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
+TINY_GHN = {"block_channels": 4, "T": 1}
+
+
+@pytest.fixture(scope="module")
+def data_dir():
+    env = os.environ.get("GHN_DATA_DIR")
+    if env:  # explicitly configured (CI): a missing file is a failure, not a skip
+        assert (Path(env) / "cifar10.npz").is_file(), f"GHN_DATA_DIR={env} has no cifar10.npz"
+        return str(env)
+    if not (FALLBACK_DIR / "cifar10.npz").is_file():
+        pytest.skip(f"CIFAR-10 not found (set GHN_DATA_DIR or place it at {FALLBACK_DIR})")
+    return str(FALLBACK_DIR)
+
+
+def tiny(data_dir, **kw) -> TrainConfig:
+    base = dict(space="classification", steps=6, batch_size=8, archs_per_step=2, num_nodes=3, num_blocks=1,
+                channels=4, checkpoint_every=3, eval_every=3, eval_archs=2, eval_images=100,
+                data_dir=data_dir, ghn=TINY_GHN)
+    return TrainConfig(**{**base, **kw})
+
+
+def same_tree(a, b) -> bool:
+    """Deep equality of nested dicts/lists of tensors and plain values (tensors bit for bit)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype \
+            and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_tree(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(same_tree, a, b))
+    return a == b
+
+
+def snapshot(trainer: Trainer):
+    """Everything a training step changes, copied."""
+    return copy.deepcopy({"ghn": trainer.ghn.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+                          "scheduler": trainer.scheduler.state_dict(), "loader": trainer.loader.state_dict(),
+                          "grads": [p.grad for p in trainer.ghn.parameters()], "step": trainer.step})
+
+
+def log_without_timing(path):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_log(path)]
+
+
+def tmp_files(folder):
+    return sorted(p.name for p in Path(folder).rglob("*.tmp"))
+
+
+# ------------------------------------------------------------------ a short run learns
+
+LEARN_STEPS = 30
+
+
+@pytest.fixture(scope="module")
+def learned(data_dir, tmp_path_factory):
+    """30 steps at lr 3e-3 on random 3-node cells; the held-out loss is measured before and after."""
+    cfg = tiny(data_dir, steps=LEARN_STEPS, batch_size=16, channels=8, lr=3e-3, checkpoint_every=10,
+               eval_every=0)
+    out = tmp_path_factory.mktemp("learn")
+    trainer = Trainer(cfg, out)
+    sampler, rng = cfg.sampler(), random.Random("held-out architectures")
+    archs = [sampler(rng) for _ in range(4)]
+    x, y = normalize(trainer.val.images[:100]), trainer.val.labels[:100]
+
+    @torch.no_grad()
+    def held_out_loss():
+        weights = trainer.ghn(archs)
+        return sum(F.cross_entropy(run_network(g, x, w), y).item() for g, w in zip(archs, weights)) / len(archs)
+
+    before = held_out_loss()
+    result = trainer.run(progress=False)
+    return types.SimpleNamespace(cfg=cfg, out=out, trainer=trainer, result=result, before=before,
+                                 after=held_out_loss(), log=read_log(trainer.log_path))
+
+
+def test_short_run_lowers_the_loss(learned):
+    assert learned.result == {"step": LEARN_STEPS, "done": True}
+    assert [r["step"] for r in learned.log] == list(range(LEARN_STEPS))
+    losses = [r["loss"] for r in learned.log]
+    assert all(math.isfinite(l) for l in losses)
+    assert all(0.0 <= r["acc"] <= 1.0 for r in learned.log)
+    # on fixed held-out architectures and images (noise-free): a clear drop (about 2.7 -> 2.2)
+    assert learned.after < learned.before - 0.2, (learned.before, learned.after)
+    # and in the training log itself (each step sees new random architectures and images)
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < first, (first, last)
+
+
+def test_lr_is_halved_at_half_and_three_quarters(learned):
+    lr = learned.cfg.lr
+    logged = [r["lr"] for r in learned.log]  # the lr each step trained with
+    expected = [lr if s < 15 else lr / 2 if s < 22 else lr / 4 for s in range(LEARN_STEPS)]
+    assert logged == pytest.approx(expected, rel=1e-12)
+    assert learned.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(lr / 4)
+
+
+def test_final_validation_accuracy_is_logged(learned):
+    with_val = [r for r in learned.log if "val_acc" in r]
+    assert [r["step"] for r in with_val] == [LEARN_STEPS - 1]  # eval_every=0: at the end only
+    assert 0.0 <= with_val[0]["val_acc"] <= 1.0
+
+
+def test_validate_returns_an_accuracy_and_leaves_the_ghn_alone(learned):
+    trainer = learned.trainer
+    before = snapshot(trainer)
+    acc = trainer.validate()
+    assert isinstance(acc, float) and 0.0 <= acc <= 1.0
+    # 2 architectures x 100 images: a multiple of 1/200
+    assert acc * 200 == pytest.approx(round(acc * 200))
+    assert trainer.ghn.training
+    assert same_tree(snapshot(trainer), before)
+    # the same unseen architectures (a fixed generator) as the logged final validation of this GHN
+    assert learned.log[-1]["val_acc"] == acc
+
+
+def test_outputs_are_written_atomically(learned):
+    assert {p.name for p in learned.out.iterdir()} == {"checkpoint.pt", "train_log.jsonl", "ghn.pt"}
+    assert tmp_files(learned.out) == []
+
+
+def test_ghn_file_round_trip(learned, tmp_path):
+    trainer = learned.trainer
+    ghn = GraphHyperNetwork.load(learned.out / "ghn.pt", space="classification")
+    assert ghn.config == trainer.ghn.config
+    assert same_tree(ghn.state_dict(), trainer.ghn.state_dict())
+    ckpt = torch.load(learned.out / "ghn.pt", weights_only=True)
+    assert TrainConfig.from_dict(ckpt["train_config"]) == learned.cfg
+    arch = learned.cfg.sampler()(random.Random(5))
+    assert same_tree(ghn(arch), trainer.ghn(arch))
+    # save -> load again
+    ghn.save(tmp_path / "again.pt")
+    assert same_tree(GraphHyperNetwork.load(tmp_path / "again.pt").state_dict(), ghn.state_dict())
+    assert tmp_files(tmp_path) == []
+    with pytest.raises(CheckpointError, match="'classification' space, not 'nb201'"):
+        GraphHyperNetwork.load(learned.out / "ghn.pt", space="nb201")
+
+
+# ------------------------------------------------------------------ resume and determinism
+
+@pytest.fixture(scope="module")
+def straight(data_dir, tmp_path_factory):
+    """Run A: 6 steps (2 architectures each, validation every 3) without interruption."""
+    out = tmp_path_factory.mktemp("straight")
+    trainer = Trainer(tiny(data_dir), out)
+    trainer.run(progress=False)
+    return trainer
+
+
+def assert_same_run(a: Trainer, b: Trainer):
+    assert b.step == a.step
+    assert same_tree(b.ghn.state_dict(), a.ghn.state_dict())
+    assert same_tree(b.optimizer.state_dict(), a.optimizer.state_dict())
+    assert b.scheduler.state_dict() == a.scheduler.state_dict()
+    assert b.loader.state_dict() == a.loader.state_dict()
+    assert log_without_timing(b.log_path) == log_without_timing(a.log_path)
+    sa, sb = (torch.load(t.checkpoint_path, weights_only=True) for t in (a, b))
+    assert same_tree(sb, sa)  # the checkpoints as well (config, step, every state)
+    assert same_tree(GraphHyperNetwork.load(b.out / "ghn.pt").state_dict(),
+                     GraphHyperNetwork.load(a.out / "ghn.pt").state_dict())
+
+
+@pytest.mark.parametrize("stop_after", [3, 4], ids=["killed-at-checkpoint", "killed-after-checkpoint"])
+def test_kill_and_resume_reproduces_the_uninterrupted_run(straight, data_dir, tmp_path, stop_after):
+    cfg = tiny(data_dir)
+    first = Trainer(cfg, tmp_path)
+    assert not first.resume()  # nothing to resume yet
+    assert first.run(stop_after=stop_after, progress=False) == {"step": stop_after, "done": False}
+    assert not (tmp_path / "ghn.pt").exists()
+    assert len(read_log(first.log_path)) == stop_after
+    del first  # "killed": a new process picks up the folder
+
+    second = Trainer(cfg, tmp_path)
+    assert second.resume()
+    assert second.step == 3  # the last checkpoint; step 3 of a run killed at 4 is redone
+    assert [r["step"] for r in read_log(second.log_path)] == [0, 1, 2]  # lines after it dropped
+    assert second.run(progress=False) == {"step": 6, "done": True}
+    assert_same_run(straight, second)
+    assert [r["step"] for r in read_log(second.log_path) if "val_acc" in r] == [2, 5]
+    assert tmp_files(tmp_path) == []
+
+
+def test_identical_fresh_runs_are_identical(straight, data_dir, tmp_path):
+    again = Trainer(tiny(data_dir), tmp_path)
+    again.run(progress=False)
+    assert_same_run(straight, again)
+
+
+def test_restart_in_a_used_folder_starts_a_clean_log(straight, data_dir, tmp_path):
+    shutil.copytree(straight.out, tmp_path, dirs_exist_ok=True)
+    fresh = Trainer(tiny(data_dir), tmp_path)  # not resumed: trains from step 0 again
+    fresh.run(stop_after=2, progress=False)
+    assert [r["step"] for r in read_log(fresh.log_path)] == [0, 1]
+
+
+def test_step_architectures_depend_on_seed_and_step_only(data_dir):
+    cfg = tiny(data_dir)
+    hashes = lambda c, s: [g.stable_hash() for g in step_architectures(c, s)]  # noqa: E731
+    assert hashes(cfg, 4) == hashes(cfg, 4) == [g.stable_hash() for g in step_architectures(cfg, 4, cfg.sampler())]
+    assert len(hashes(cfg, 4)) == cfg.archs_per_step
+    assert hashes(cfg, 4) != hashes(cfg, 5)
+    assert hashes(cfg, 4) != hashes(dataclasses.replace(cfg, seed=1), 4)
+    # another step count or checkpoint interval does not change what a step trains on
+    assert hashes(cfg, 4) == hashes(dataclasses.replace(cfg, steps=100, checkpoint_every=7), 4)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(lr=2e-3), r"other settings \(lr\)"),
+    (dict(batch_size=16, seed=1), r"other settings \(batch_size, seed\)"),
+    (dict(ghn={"block_channels": 4, "T": 2}), r"other settings \(ghn\)"),
+    (dict(space="nb201", channels=4, cells_per_stage=1), "'classification' space, not 'nb201'"),
+])
+def test_resume_with_other_settings_is_refused(straight, data_dir, tmp_path, change, message):
+    shutil.copytree(straight.out, tmp_path, dirs_exist_ok=True)
+    trainer = Trainer(tiny(data_dir, **change), tmp_path)
+    with pytest.raises(CheckpointError, match=message) as err:
+        trainer.resume()
+    assert str(tmp_path / "checkpoint.pt") in str(err.value)
+    assert trainer.step == 0
+
+
+def test_resume_with_more_steps_continues(straight, data_dir, tmp_path):
+    shutil.copytree(straight.out, tmp_path, dirs_exist_ok=True)
+    trainer = Trainer(tiny(data_dir, steps=7), tmp_path)
+    assert trainer.resume() and trainer.step == 6
+    assert same_tree(trainer.ghn.state_dict(), straight.ghn.state_dict())
+    trainer.run(progress=False)
+    assert [r["step"] for r in read_log(trainer.log_path)] == list(range(7))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other-file"])
+def test_corrupt_checkpoint_raises_checkpoint_error_naming_the_path(straight, data_dir, tmp_path, damage):
+    shutil.copytree(straight.out, tmp_path, dirs_exist_ok=True)
+    path = tmp_path / "checkpoint.pt"
+    if damage == "garbage":
+        path.write_bytes(b"definitely not a checkpoint")
+    elif damage == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:  # a GHN file where the training state belongs
+        shutil.copy(tmp_path / "ghn.pt", path)
+    trainer = Trainer(tiny(data_dir), tmp_path)
+    with pytest.raises(CheckpointError, match="cannot resume from") as err:
+        trainer.resume()
+    assert str(path) in str(err.value)
+    assert trainer.step == 0
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one(straight, data_dir, tmp_path, monkeypatch):
+    shutil.copytree(straight.out, tmp_path, dirs_exist_ok=True)
+    trainer = Trainer(tiny(data_dir), tmp_path)
+    trainer.resume()
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+
+    def dying_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save_checkpoint()
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert tmp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("how", ["nan-loss", "inf-weights"])
+def test_non_finite_loss_stops_without_training_through_it(data_dir, tmp_path, monkeypatch, how):
+    trainer = Trainer(tiny(data_dir, checkpoint_every=1, eval_every=0), tmp_path)
+    trainer.run(stop_after=2, progress=False)
+    before = snapshot(trainer)
+    checkpoint, log = (tmp_path / "checkpoint.pt").read_bytes(), trainer.log_path.read_text()
+
+    if how == "nan-loss":
+        cross_entropy = F.cross_entropy
+        monkeypatch.setattr(T, "F", types.SimpleNamespace(
+            cross_entropy=lambda logits, y: cross_entropy(logits, y) * float("nan")))
+    else:  # the GHN emits infinite weights
+        blocks = trainer.ghn.blocks
+        monkeypatch.setattr(trainer.ghn, "blocks", lambda batch, h: blocks(batch, h) * float("inf"))
+    with pytest.raises(NonFiniteLossError, match="step 2: loss is (nan|inf)") as err:
+        trainer.run(progress=False)
+    assert str(tmp_path / "checkpoint.pt") in str(err.value)
+    # parameters, Adam moments, lr schedule and gradients untouched (only the batch was drawn)
+    assert same_tree(snapshot(trainer), {**before, "loader": trainer.loader.state_dict()})
+    assert trainer.step == 2
+    assert (tmp_path / "checkpoint.pt").read_bytes() == checkpoint
+    assert trainer.log_path.read_text() == log  # no line for the failed step
+    assert not (tmp_path / "ghn.pt").exists()
+
+    monkeypatch.undo()  # the intact checkpoint resumes
+    resumed = Trainer(tiny(data_dir, checkpoint_every=1, eval_every=0), tmp_path)
+    assert resumed.resume() and resumed.step == 2
+    assert same_tree(resumed.ghn.state_dict(), before["ghn"])
+
+
+def test_nb201_space_trains(data_dir, tmp_path):
+    cfg = tiny(data_dir, space="nb201", steps=2, channels=4, cells_per_stage=1, eval_every=0)
+    trainer = Trainer(cfg, tmp_path)
+    assert trainer.run(progress=False)["done"]
+    log = read_log(trainer.log_path)
+    assert len(log) == 2 and all(math.isfinite(r["loss"]) for r in log) and 0 <= log[-1]["val_acc"] <= 1
+    assert GraphHyperNetwork.load(tmp_path / "ghn.pt", space="nb201").config.space == "nb201"
