@@ -35,6 +35,8 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(space=a.space, steps=a.steps, batch_size=a.batch_size, archs_per_step=a.archs_per_step,
                        lr=a.lr, num_nodes=a.num_nodes, num_blocks=a.num_blocks, channels=a.channels,
                        cells_per_stage=a.cells_per_stage, seed=a.seed, eval_every=a.eval_every,
+                       eval_archs=a.eval_archs, eval_images=a.eval_images,
+                       checkpoint_every=a.checkpoint_every,
                        data_dir=a.data_dir, ghn=ghn)
 
 
@@ -167,7 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pass", action="store_true", help="do not pass block embeddings on")
     p.add_argument("--naive", action="store_true", help="one hypernet output branch per op type")
     p.add_argument("--block-channels", type=int, default=32)
-    p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="steps between validation checks on unseen architectures (0: at the end only)")
+    p.add_argument("--eval-archs", type=int, default=8, help="unseen architectures per validation check")
+    p.add_argument("--eval-images", type=int, default=500, help="validation images per check")
+    p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
     p.set_defaults(func=cmd_train)
 

@@ -27,6 +27,8 @@ from .progress import progress_bar
 from .spaces import make_sampler
 
 TRAIN_STATE_FORMAT = "ghn_ext.train/1"
+# Settings a resumed run may change: they do not alter what is trained, only bookkeeping.
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "eval_every", "eval_archs", "eval_images", "data_dir"}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -118,7 +120,8 @@ class Trainer:
             saved = TrainConfig.from_dict(state["config"])
             if saved.space != self.cfg.space:
                 raise CheckpointError(f"it trains the {saved.space!r} space, not {self.cfg.space!r}")
-            differs = {k for k, v in asdict(saved).items() if k != "steps" and asdict(self.cfg)[k] != v}
+            differs = {k for k, v in asdict(saved).items()
+                       if k not in RESUMABLE_CHANGES and asdict(self.cfg)[k] != v}
             if differs:
                 raise CheckpointError(f"it was started with other settings ({', '.join(sorted(differs))}); "
                                       "use another output folder or the same settings")
