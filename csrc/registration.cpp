@@ -19,4 +19,19 @@ TORCH_LIBRARY(ghn_ext, m) {
       "dag_schedule(Tensor edge_index, Tensor node_ptr, SymInt num_nodes) -> "
       "(Tensor order, Tensor level, Tensor reverse_order, Tensor in_ptr, Tensor in_src, "
       "Tensor out_ptr, Tensor out_dst)");
+
+  // Sliced/tiled weight emission (see ghn_ext/ops/emit.py and csrc/emit.h).
+  //   blocks (N, Co, Ci, K, K) floating point; for target t: node_index[t], the weight shape
+  //   (o, i, kh, kw) = shapes[4t:4t+4], the window anchor (row, col) = anchors[2t:2t+2], scales[t].
+  //   weight_t[a, b, y, x] = blocks[node_index[t], a % Co, b % Ci, row + y, col + x] * scales[t].
+  // Returns the flat buffer of all weights in target order: sum_t o*i*kh*kw elements (known from
+  // the int lists alone, so the fake kernel computes it), blocks' dtype and device.
+  m.def(
+      "emit_weights(Tensor blocks, int[] node_index, int[] shapes, int[] anchors, float[] scales) "
+      "-> Tensor");
+  // Its backward (linear in grad): every copy's grad * scale summed into a zero tensor of
+  // block_shape (grad's dtype and device). The gradient of this op is emit_weights again.
+  m.def(
+      "_emit_weights_backward(Tensor grad, int[] node_index, int[] shapes, int[] anchors, "
+      "float[] scales, SymInt[] block_shape) -> Tensor");
 }

@@ -20,7 +20,7 @@ from torch import Tensor
 from .graph import ArchGraph, GraphBatch, Node, as_graph_list
 from .io import atomic_save
 from .nets.network import ArchNetwork, param_shapes
-from .ops.emit import emit_reference
+from .ops.emit import emit_weights
 from .ops.propagate import GNNParams, SCHEMES, propagate_reference
 from .ops.schedule import dag_schedule
 from .primitives import OP_INDEX, OP_NAMES, PRIMITIVES
@@ -174,7 +174,7 @@ class GraphHyperNetwork(nn.Module):
     def emit(self, batch: GraphBatch, blocks: Tensor) -> list[dict[int, dict[str, Tensor]]]:
         plan = EmissionPlan.build(batch.graphs, batch.node_ptr.tolist(), self.config.kernel,
                                   self.config.input_size)
-        flat = emit_reference(blocks, plan.node_index, plan.shapes, plan.anchors, plan.scales)
+        flat = emit_weights(blocks, plan.node_index, plan.shapes, plan.anchors, plan.scales)
         return plan.unflatten(flat, batch.num_graphs)
 
     # ------------------------------------------------------------------ public API

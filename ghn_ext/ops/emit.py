@@ -6,6 +6,12 @@ is cut out of its block (paper Sec. 3, appendix 7.2): spatially, a kh x kw windo
 than the block and sliced when it has fewer. So entry (a, b, y, x) of a weight is
 block[a % Co, b % Ci, row + y, col + x] * scale. Every weight lands in one flat buffer, one after
 another, in the order given.
+
+:func:`emit_weights` is the public op: it calls the compiled ``torch.ops.ghn_ext.emit_weights``
+(C++/CUDA kernels in ``csrc/*/emit_*``; differentiable, its backward is the separate op
+``ghn_ext::_emit_weights_backward``, itself differentiable) when the extension is built, and
+:func:`emit_reference`, the specification, otherwise (or when ``GHN_EXT_REFERENCE=1``). Both raise
+the same errors with the same text (see :func:`check_emit_args`).
 """
 from __future__ import annotations
 
@@ -14,6 +20,10 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
+
+from ._extension import HAS_EXTENSION, has_kernel, use_extension
+
+__all__ = ["check_emit_args", "emit_reference", "emit_weights", "numel_of"]
 
 
 def emit_reference(blocks: Tensor, node_index: Sequence[int], shapes: Sequence[int],
@@ -47,6 +57,8 @@ def check_emit_args(blocks: Tensor, node_index: Sequence[int], shapes: Sequence[
     if len(shapes) != 4 * n_targets or len(anchors) != 2 * n_targets or len(scales) != n_targets:
         raise ValueError(f"{n_targets} targets need {4 * n_targets} shape entries, {2 * n_targets} "
                          f"anchors and {n_targets} scales; got {len(shapes)}, {len(anchors)}, {len(scales)}")
+    if n_targets and (blocks.shape[1] < 1 or blocks.shape[2] < 1):
+        raise ValueError(f"blocks of shape {tuple(blocks.shape)} have no channels to emit weights from")
     n, k = blocks.shape[0], blocks.shape[3]
     for t, node in enumerate(node_index):
         o, i, kh, kw = shapes[4 * t:4 * t + 4]
@@ -61,3 +73,69 @@ def check_emit_args(blocks: Tensor, node_index: Sequence[int], shapes: Sequence[
 
 def numel_of(shapes: Sequence[int]) -> list[int]:
     return [math.prod(shapes[j:j + 4]) for j in range(0, len(shapes), 4)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled op
+
+# dtypes the compiled kernels handle; other floating types (float8) use the reference
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def emit_weights(blocks: Tensor, node_index: Sequence[int], shapes: Sequence[int],
+                 anchors: Sequence[int], scales: Sequence[float]) -> Tensor:
+    """Flat buffer of all weights (same arguments and result as :func:`emit_reference`).
+
+    Calls the compiled ``torch.ops.ghn_ext.emit_weights`` when the extension is built (and
+    ``GHN_EXT_REFERENCE`` is not set) and has a kernel for the blocks' device; otherwise
+    :func:`emit_reference`. Differentiable with respect to ``blocks`` (twice with the kernel).
+    """
+    if (
+        isinstance(blocks, Tensor)
+        and (blocks.dtype in _KERNEL_DTYPES or not blocks.is_floating_point())  # ints: its TypeError
+        and use_extension()
+        and has_kernel("emit_weights", blocks.device)
+    ):
+        return torch.ops.ghn_ext.emit_weights.default(blocks, node_index, shapes, anchors, scales)
+    return emit_reference(blocks, node_index, shapes, anchors, scales)
+
+
+if HAS_EXTENSION:
+
+    @torch.library.register_fake("ghn_ext::emit_weights")
+    def _emit_weights_fake(blocks, node_index, shapes, anchors, scales):
+        check_emit_args(blocks, node_index, shapes, anchors, scales)
+        return blocks.new_empty((sum(numel_of(shapes)),))
+
+    @torch.library.register_fake("ghn_ext::_emit_weights_backward")
+    def _emit_weights_backward_fake(grad, node_index, shapes, anchors, scales, block_shape):
+        torch._check(grad.dim() == 1 and grad.shape[0] == sum(numel_of(shapes)),
+                     lambda: f"grad must have shape ({sum(numel_of(shapes))},) (the emitted buffer), "
+                             f"got {tuple(grad.shape)}")
+        return grad.new_empty(tuple(block_shape))
+
+    def _emit_setup_context(ctx, inputs, output):
+        blocks, node_index, shapes, anchors, scales = inputs
+        ctx.lists = (node_index, shapes, anchors, scales)
+        ctx.block_shape = tuple(blocks.shape)
+
+    def _emit_backward(ctx, grad):
+        grad_blocks = None
+        if ctx.needs_input_grad[0]:
+            grad_blocks = torch.ops.ghn_ext._emit_weights_backward.default(grad, *ctx.lists, ctx.block_shape)
+        return grad_blocks, None, None, None, None
+
+    torch.library.register_autograd("ghn_ext::emit_weights", _emit_backward, setup_context=_emit_setup_context)
+
+    # The backward is linear in grad; its own gradient is the forward emission again (double backward).
+    def _emit_backward_setup_context(ctx, inputs, output):
+        ctx.lists = tuple(inputs[1:5])
+
+    def _emit_backward_backward(ctx, grad_grad_blocks):
+        grad_grad = None
+        if ctx.needs_input_grad[0]:
+            grad_grad = torch.ops.ghn_ext.emit_weights.default(grad_grad_blocks, *ctx.lists)
+        return grad_grad, None, None, None, None, None
+
+    torch.library.register_autograd("ghn_ext::_emit_weights_backward", _emit_backward_backward,
+                                    setup_context=_emit_backward_setup_context)

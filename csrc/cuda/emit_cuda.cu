@@ -1,0 +1,259 @@
+// CUDA implementation of ghn_ext::emit_weights and ghn_ext::_emit_weights_backward (same
+// semantics as csrc/cpu/emit_cpu.cpp; checks shared through csrc/emit.h).
+//
+// The host validates the int lists (no device data is read, no sync) and uploads one packed int64
+// table per call with a single asynchronous copy from pinned memory:
+//   offsets      [T + 1]  flat offset of each target, offsets[T] = total (strictly increasing)
+//   meta         [T * 8]  node, o, i, kh, kw, row, col, bits of the float64 scale
+//   node_ptr     [N + 1]  (backward only) targets grouped by node, CSR, target order kept
+//   node_targets [T]
+// Forward, one launch: one thread per output element (grid-stride), consecutive threads write
+// consecutive outputs (coalesced); a thread finds its target by binary search in `offsets` (a few
+// KB, cached), decomposes its position into (a, b, y, x) with 32-bit arithmetic and reads
+// block[node, a % Co, b % Ci, row + y, col + x] (neighbouring x are neighbouring addresses).
+// Backward, one launch, deterministic gather (no atomics, no zero fill): one thread per entry of
+// the block gradient walks its node's targets and, if the entry lies in the target's window, sums
+// grad * scale over the copies a = p, p + Co, ..., b = q, q + Ci, ... in the same order as the CPU
+// kernel, with explicitly rounded multiply and add (no FMA contraction): bitwise the CPU's result.
+// Reduced precision (half, bfloat16) computes in float32 and rounds once.
+// Limits: a single target's weight and a single block have fewer than 2^31 elements.
+#include "../emit.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace ghn_ext {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMeta = 8;  // int64 fields per target in the meta table
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+
+int64_t num_blocks(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return std::max<int64_t>(1, std::min<int64_t>(blocks, int64_t{1} << 20));
+}
+
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+
+// Largest t in [0, T) with offsets[t] <= pos, for 0 <= pos < offsets[T] (offsets strictly
+// increasing, offsets[0] == 0).
+__device__ __forceinline__ int64_t target_of(const int64_t* __restrict__ offsets, int64_t T,
+                                             int64_t pos) {
+  int64_t lo = 0;
+  int64_t hi = T;
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (offsets[mid] <= pos) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+template <typename scalar_t>
+__global__ void emit_forward_kernel(const scalar_t* __restrict__ blocks,
+                                    scalar_t* __restrict__ out,
+                                    const int64_t* __restrict__ offsets,
+                                    const int64_t* __restrict__ meta, int64_t T, int64_t total,
+                                    int Co, int Ci, int K) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const int64_t block_numel = static_cast<int64_t>(Co) * Ci * K * K;
+  for (int64_t pos = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; pos < total;
+       pos += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = target_of(offsets, T, pos);
+    const int64_t* m = meta + t * kMeta;
+    const uint32_t i = static_cast<uint32_t>(m[2]);
+    const uint32_t kh = static_cast<uint32_t>(m[3]);
+    const uint32_t kw = static_cast<uint32_t>(m[4]);
+    const uint32_t local = static_cast<uint32_t>(pos - offsets[t]);  // < 2^31 (host check)
+    const uint32_t area = kh * kw;
+    const uint32_t plane = local / area;
+    const uint32_t rem = local - plane * area;
+    const uint32_t y = rem / kw;
+    const uint32_t x = rem - y * kw;
+    const uint32_t a = plane / i;
+    const uint32_t b = plane - a * i;
+    const int64_t src = m[0] * block_numel +
+                        (static_cast<int64_t>(a % Co) * Ci + (b % Ci)) * K * K +
+                        static_cast<int64_t>(m[5] + y) * K + m[6] + x;
+    const opmath_t s = static_cast<opmath_t>(__longlong_as_double(m[7]));
+    out[pos] = static_cast<scalar_t>(static_cast<opmath_t>(blocks[src]) * s);
+  }
+}
+
+template <typename scalar_t>
+__global__ void emit_backward_kernel(const scalar_t* __restrict__ grad,
+                                     scalar_t* __restrict__ grad_blocks,
+                                     const int64_t* __restrict__ offsets,
+                                     const int64_t* __restrict__ meta,
+                                     const int64_t* __restrict__ node_ptr,
+                                     const int64_t* __restrict__ node_targets, int64_t entries,
+                                     int Co, int Ci, int K) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t block_numel = static_cast<int64_t>(Co) * Ci * K * K;
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < entries;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t n = e / block_numel;
+    int rest = static_cast<int>(e - n * block_numel);  // < 2^31 (host check)
+    const int xx = rest % K;
+    rest /= K;
+    const int yy = rest % K;
+    rest /= K;
+    const int q = rest % Ci;
+    const int p = rest / Ci;
+    acc_t sum = acc_t(0);
+    for (int64_t j = node_ptr[n]; j < node_ptr[n + 1]; ++j) {
+      const int64_t t = node_targets[j];
+      const int64_t* m = meta + t * kMeta;
+      const int o = static_cast<int>(m[1]);
+      const int i = static_cast<int>(m[2]);
+      const int kh = static_cast<int>(m[3]);
+      const int kw = static_cast<int>(m[4]);
+      const int y = yy - static_cast<int>(m[5]);
+      const int x = xx - static_cast<int>(m[6]);
+      if (y < 0 || y >= kh || x < 0 || x >= kw) continue;
+      const acc_t s = static_cast<acc_t>(__longlong_as_double(m[7]));
+      const int64_t area = static_cast<int64_t>(kh) * kw;
+      const scalar_t* g = grad + offsets[t] + static_cast<int64_t>(y) * kw + x;
+      for (int64_t a = p; a < o; a += Co) {  // 64-bit: a + Co may pass 2^31
+        for (int64_t b = q; b < i; b += Ci) {
+          sum = add_rn(sum, mul_rn(static_cast<acc_t>(g[(a * i + b) * area]), s));
+        }
+      }
+    }
+    grad_blocks[e] = static_cast<scalar_t>(sum);
+  }
+}
+
+void check_cuda_limits(const EmitPlan& plan) {
+  TORCH_CHECK_VALUE(plan.block_numel() <= kInt32Max,
+                    "the CUDA kernels of ghn_ext.emit_weights support blocks of fewer than 2^31 "
+                    "elements, got Co * Ci * K * K = ",
+                    plan.block_numel());
+  for (size_t t = 0; t < plan.targets.size(); ++t) {
+    const EmitTarget& tg = plan.targets[t];
+    const int64_t end = t + 1 < plan.targets.size() ? plan.targets[t + 1].offset : plan.total;
+    TORCH_CHECK_VALUE(end - tg.offset <= kInt32Max, "target ", t,
+                      ": the CUDA kernels of ghn_ext.emit_weights support weights of fewer than "
+                      "2^31 elements, got ",
+                      end - tg.offset);
+  }
+}
+
+// The packed table (see the file comment), on `device`. Sections: offsets at 0, meta at T + 1,
+// node_ptr at T + 1 + 8T, node_targets after it (the last two only if with_nodes).
+at::Tensor upload_plan(const EmitPlan& plan, bool with_nodes, const at::Device& device) {
+  const int64_t T = static_cast<int64_t>(plan.targets.size());
+  const int64_t size = (T + 1) + kMeta * T + (with_nodes ? plan.N + 1 + T : 0);
+  at::Tensor host = at::empty({size}, at::TensorOptions().dtype(at::kLong).pinned_memory(true));
+  int64_t* h = host.mutable_data_ptr<int64_t>();
+  int64_t* offsets = h;
+  int64_t* meta = h + T + 1;
+  for (int64_t t = 0; t < T; ++t) {
+    const EmitTarget& tg = plan.targets[t];
+    offsets[t] = tg.offset;
+    int64_t* m = meta + kMeta * t;
+    m[0] = tg.node;
+    m[1] = tg.o;
+    m[2] = tg.i;
+    m[3] = tg.kh;
+    m[4] = tg.kw;
+    m[5] = tg.row;
+    m[6] = tg.col;
+    static_assert(sizeof(double) == sizeof(int64_t), "64-bit doubles expected");
+    std::memcpy(&m[7], &tg.scale, sizeof(double));
+  }
+  offsets[T] = plan.total;
+  if (with_nodes) {
+    std::vector<int64_t> node_ptr, node_targets;
+    plan.targets_by_node(node_ptr, node_targets);
+    int64_t* dst = meta + kMeta * T;
+    std::copy(node_ptr.begin(), node_ptr.end(), dst);
+    std::copy(node_targets.begin(), node_targets.end(), dst + plan.N + 1);
+  }
+  // asynchronous on the current stream; the pinned block is not reused before the copy is done
+  return at::empty({size}, at::TensorOptions().dtype(at::kLong).device(device))
+      .copy_(host, /*non_blocking=*/true);
+}
+
+}  // namespace
+
+at::Tensor emit_weights_cuda(const at::Tensor& blocks_in, c10::IntArrayRef node_index,
+                             c10::IntArrayRef shapes, c10::IntArrayRef anchors,
+                             c10::ArrayRef<double> scales) {
+  emit_check_blocks(blocks_in);
+  const EmitPlan plan = emit_make_plan(blocks_in.sizes(), node_index, shapes, anchors, scales);
+  check_cuda_limits(plan);
+  const c10::cuda::OptionalCUDAGuard device_guard(blocks_in.device());
+  at::Tensor out = at::empty({plan.total}, blocks_in.options());
+  if (plan.total == 0) return out;
+
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const at::Tensor blocks = blocks_in.contiguous();
+  const int64_t T = static_cast<int64_t>(plan.targets.size());
+  const at::Tensor table = upload_plan(plan, /*with_nodes=*/false, blocks.device());
+  const int64_t* offsets = table.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, blocks.scalar_type(), "emit_weights_cuda", [&] {
+    emit_forward_kernel<scalar_t><<<num_blocks(plan.total), kThreads, 0, stream>>>(
+        blocks.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), offsets, offsets + T + 1,
+        T, plan.total, static_cast<int>(plan.Co), static_cast<int>(plan.Ci), static_cast<int>(plan.K));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
+}
+
+at::Tensor emit_weights_backward_cuda(const at::Tensor& grad_in, c10::IntArrayRef node_index,
+                                      c10::IntArrayRef shapes, c10::IntArrayRef anchors,
+                                      c10::ArrayRef<double> scales, c10::IntArrayRef block_shape) {
+  emit_check_block_shape(block_shape);
+  const EmitPlan plan = emit_make_plan(block_shape, node_index, shapes, anchors, scales);
+  emit_check_grad(grad_in, plan.total);
+  check_cuda_limits(plan);
+  const c10::cuda::OptionalCUDAGuard device_guard(grad_in.device());
+  at::Tensor grad_blocks = at::empty(block_shape, grad_in.options());
+  const int64_t entries = grad_blocks.numel();
+  if (entries == 0) return grad_blocks;
+  if (plan.total == 0) return grad_blocks.zero_();
+
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const at::Tensor grad = grad_in.contiguous();
+  const int64_t T = static_cast<int64_t>(plan.targets.size());
+  const at::Tensor table = upload_plan(plan, /*with_nodes=*/true, grad.device());
+  const int64_t* offsets = table.const_data_ptr<int64_t>();
+  const int64_t* meta = offsets + T + 1;
+  const int64_t* node_ptr = meta + kMeta * T;
+  const int64_t* node_targets = node_ptr + plan.N + 1;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "emit_weights_backward_cuda", [&] {
+    emit_backward_kernel<scalar_t><<<num_blocks(entries), kThreads, 0, stream>>>(
+        grad.const_data_ptr<scalar_t>(), grad_blocks.mutable_data_ptr<scalar_t>(), offsets, meta,
+        node_ptr, node_targets, entries, static_cast<int>(plan.Co), static_cast<int>(plan.Ci),
+        static_cast<int>(plan.K));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return grad_blocks;
+}
+
+TORCH_LIBRARY_IMPL(ghn_ext, CUDA, m) {
+  m.impl("emit_weights", &emit_weights_cuda);
+  m.impl("_emit_weights_backward", &emit_weights_backward_cuda);
+}
+
+}  // namespace ghn_ext
