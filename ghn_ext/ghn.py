@@ -226,7 +226,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {exc}") from exc
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a ghn_ext checkpoint "
+                              f"(torch.load failed with {type(exc).__name__})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a ghn_ext GHN checkpoint")
     return ckpt

@@ -133,7 +133,8 @@ class Trainer:
         except CheckpointError as exc:
             raise CheckpointError(f"cannot resume from {self.checkpoint_path}: {exc}") from exc
         except Exception as exc:  # a damaged file raises many kinds of errors
-            raise CheckpointError(f"cannot resume from {self.checkpoint_path}: corrupt checkpoint ({exc})") from exc
+            raise CheckpointError(f"cannot resume from {self.checkpoint_path}: corrupt checkpoint "
+                                  f"({type(exc).__name__})") from exc
         self._truncate_log()
         return True
 

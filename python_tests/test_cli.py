@@ -303,7 +303,7 @@ def test_corrupt_checkpoint(cls_run, tmp_path, capsys, damage):
     data = (cls_run / "ghn.pt").read_bytes()
     ckpt.write_bytes(b"\x80\x02garbage" * 10 if damage == "garbage" else data[: len(data) // 2])
     assert cli.main(["score", "--ckpt", str(ckpt), "--archs", "x.txt"]) == 2
-    assert f"checkpoint {ckpt} is corrupt or unreadable" in one_error_line(capsys, "score")
+    assert f"checkpoint {ckpt} is corrupt or not a ghn_ext checkpoint" in one_error_line(capsys, "score")
 
 
 def test_checkpoint_of_another_space(nb201_ghn, tmp_path, capsys):

@@ -332,7 +332,7 @@ def test_load_missing_file(tmp_path):
 def test_load_corrupt_file(tmp_path):
     path = tmp_path / "corrupt.pt"
     path.write_bytes(random.Random(0).randbytes(4096))
-    with pytest.raises(CheckpointError, match="corrupt or unreadable"):
+    with pytest.raises(CheckpointError, match="corrupt or not a ghn_ext checkpoint"):
         GraphHyperNetwork.load(path)
 
 
@@ -340,7 +340,7 @@ def test_load_truncated_checkpoint(tmp_path):
     path = tmp_path / "ghn.pt"
     make_ghn().save(path)
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(CheckpointError, match="corrupt or unreadable"):
+    with pytest.raises(CheckpointError, match="corrupt or not a ghn_ext checkpoint"):
         GraphHyperNetwork.load(path)
 
 
