@@ -34,4 +34,23 @@ TORCH_LIBRARY(ghn_ext, m) {
   m.def(
       "_emit_weights_backward(Tensor grad, int[] node_index, int[] shapes, int[] anchors, "
       "float[] scales, SymInt[] block_shape) -> Tensor");
+  // GRU message passing over a batch of stacked-block DAGs (see ghn_ext/ops/propagate.py).
+  //   h0 (N, D) float32/float64; block_ptr (nblocks+1,), graph_block_ptr (B+1,) int64; order,
+  //   in_ptr/in_src, out_ptr/out_dst: the dag_schedule of the intra-block edges with block_ptr as
+  //   the node pointer; 8 GNN parameters with a leading dim P (1 shared, or >= blocks per graph).
+  // Returns h (N, D), the final embeddings, and saved (2*T*N, D), the embedding of every updated
+  // node before each update (what the backward needs to undo the updates).
+  m.def(
+      "propagate(Tensor h0, Tensor block_ptr, Tensor graph_block_ptr, Tensor order, Tensor in_ptr, "
+      "Tensor in_src, Tensor out_ptr, Tensor out_dst, Tensor msg_w1, Tensor msg_b1, Tensor msg_w2, "
+      "Tensor msg_b2, Tensor gru_w_ih, Tensor gru_w_hh, Tensor gru_b_ih, Tensor gru_b_hh, int T, "
+      "bool forward_backward, bool pass_embedding) -> (Tensor h, Tensor saved)");
+  // Its backward: gradients of h0 and of the 8 parameters, from grad (N, D), the forward's h and
+  // saved. Not differentiable itself.
+  m.def(
+      "_propagate_backward(Tensor grad, Tensor h, Tensor saved, Tensor block_ptr, "
+      "Tensor graph_block_ptr, Tensor order, Tensor in_ptr, Tensor in_src, Tensor out_ptr, "
+      "Tensor out_dst, Tensor msg_w1, Tensor msg_b1, Tensor msg_w2, Tensor msg_b2, Tensor gru_w_ih, "
+      "Tensor gru_w_hh, Tensor gru_b_ih, Tensor gru_b_hh, int T, bool forward_backward, "
+      "bool pass_embedding) -> Tensor[]");
 }

@@ -21,7 +21,7 @@ from .graph import ArchGraph, GraphBatch, Node, as_graph_list
 from .io import atomic_save
 from .nets.network import ArchNetwork, param_shapes
 from .ops.emit import emit_weights
-from .ops.propagate import GNNParams, SCHEMES, propagate_reference
+from .ops.propagate import GNNParams, SCHEMES, propagate
 from .ops.schedule import dag_schedule
 from .primitives import OP_INDEX, OP_NAMES, PRIMITIVES
 
@@ -150,8 +150,8 @@ class GraphHyperNetwork(nn.Module):
             raise ValueError(f"graph has more blocks than the {cfg.max_blocks} parameter sets of this GHN")
         intra = batch.edge_index[:, batch.block_edge_mask]
         schedule = dag_schedule(intra, batch.block_ptr, batch.num_nodes)
-        return propagate_reference(h0, batch.block_ptr, batch.graph_block_ptr, schedule,
-                                   self.gnn_params(), cfg.T, cfg.scheme, cfg.pass_embedding)
+        return propagate(h0, batch.block_ptr, batch.graph_block_ptr, schedule,
+                         self.gnn_params(), cfg.T, cfg.scheme, cfg.pass_embedding)
 
     def blocks(self, batch: GraphBatch, h: Tensor) -> Tensor:
         """The hypernet H: (N, D) embeddings -> (N, C, C, K, K) kernel blocks."""

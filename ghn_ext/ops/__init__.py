@@ -6,6 +6,7 @@ Each op has a thin wrapper that dispatches to ``torch.ops.ghn_ext.<op>`` (C++/CU
 """
 from ._extension import HAS_EXTENSION, reference_forced, use_extension
 from .emit import emit_reference, emit_weights
+from .propagate import propagate, propagate_reference
 from .schedule import Schedule, dag_schedule, dag_schedule_reference
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "dag_schedule_reference",
     "emit_reference",
     "emit_weights",
+    "propagate",
+    "propagate_reference",
     "reference_forced",
     "use_extension",
 ]

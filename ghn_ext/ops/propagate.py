@@ -134,3 +134,70 @@ def check_params(params: Sequence[Tensor]) -> GNNParams:
         if tuple(t.shape) != shape:
             raise ValueError(f"GNN parameter {name} has shape {tuple(t.shape)}, expected {shape}")
     return params
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled op
+
+from ._extension import HAS_EXTENSION, has_kernel, use_extension  # noqa: E402
+
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def propagate(h0: Tensor, block_ptr: Tensor, graph_block_ptr: Tensor, schedule: Schedule,
+              params: GNNParams, T: int, scheme: str = "fb", pass_embedding: bool = True) -> Tensor:
+    """Final embeddings (N, D); same arguments and result as :func:`propagate_reference`.
+
+    Calls the compiled ``torch.ops.ghn_ext.propagate`` (differentiable with respect to ``h0`` and the
+    parameters, once) when the extension is built, not disabled by ``GHN_EXT_REFERENCE`` and has a
+    kernel for ``h0``'s device and dtype (float32, float64); otherwise :func:`propagate_reference`.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown propagation scheme {scheme!r}; choose one of {SCHEMES}")
+    if T < 1:
+        raise ValueError(f"T must be at least 1, got {T}")
+    if (
+        isinstance(h0, Tensor)
+        and h0.dtype in _KERNEL_DTYPES
+        and use_extension()
+        and has_kernel("propagate", h0.device)
+    ):
+        h, _ = torch.ops.ghn_ext.propagate.default(
+            h0, block_ptr, graph_block_ptr, schedule.order, schedule.in_ptr, schedule.in_src,
+            schedule.out_ptr, schedule.out_dst, *params, int(T), scheme == "fb", bool(pass_embedding))
+        return h
+    return propagate_reference(h0, block_ptr, graph_block_ptr, schedule, GNNParams(*params), T, scheme,
+                               pass_embedding)
+
+
+if HAS_EXTENSION:
+
+    @torch.library.register_fake("ghn_ext::propagate")
+    def _propagate_fake(h0, block_ptr, graph_block_ptr, order, in_ptr, in_src, out_ptr, out_dst,
+                        msg_w1, msg_b1, msg_w2, msg_b2, gru_w_ih, gru_w_hh, gru_b_ih, gru_b_hh, T,
+                        forward_backward, pass_embedding):
+        torch._check(h0.dim() == 2, lambda: f"propagate: h0 must have shape (N, D), got {tuple(h0.shape)}")
+        torch._check(T >= 1, lambda: f"propagate: T must be at least 1, got {T}")
+        return h0.new_empty(h0.shape), h0.new_empty((2 * T * h0.shape[0], h0.shape[1]))
+
+    @torch.library.register_fake("ghn_ext::_propagate_backward")
+    def _propagate_backward_fake(grad, h, saved, block_ptr, graph_block_ptr, order, in_ptr, in_src,
+                                 out_ptr, out_dst, *rest):
+        params = rest[:8]
+        return [grad.new_empty(h.shape)] + [p.new_empty(p.shape) for p in params]
+
+    def _propagate_setup_context(ctx, inputs, output):
+        h, saved = output
+        ctx.save_for_backward(h, saved, *inputs[1:16])
+        ctx.flags = tuple(inputs[16:19])
+
+    def _propagate_backward(ctx, grad_h, grad_saved):
+        h, saved, *rest = ctx.saved_tensors
+        if grad_h is None:
+            grad_h = torch.zeros_like(h)
+        grads = torch.ops.ghn_ext._propagate_backward.default(grad_h, h, saved, *rest, *ctx.flags)
+        out = [grads[0]] + [None] * 7 + list(grads[1:]) + [None, None, None]
+        return tuple(g if ctx.needs_input_grad[i] else None for i, g in enumerate(out))
+
+    torch.library.register_autograd("ghn_ext::propagate", _propagate_backward,
+                                    setup_context=_propagate_setup_context)
