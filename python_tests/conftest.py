@@ -1,6 +1,25 @@
 """Shared pytest configuration for python_tests/."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import pytest
+
+FALLBACK_DATA_DIR = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """CIFAR-10 folder: $GHN_DATA_DIR (then a missing file fails) or ../shared beside the repo."""
+    env = os.environ.get("GHN_DATA_DIR")
+    if env:  # explicitly configured (CI): a missing file is a failure, not a skip
+        assert (Path(env) / "cifar10.npz").is_file(), f"GHN_DATA_DIR={env} has no cifar10.npz"
+        return str(env)
+    if not (FALLBACK_DATA_DIR / "cifar10.npz").is_file():
+        pytest.skip(f"CIFAR-10 not found (set GHN_DATA_DIR or place it at {FALLBACK_DATA_DIR})")
+    return str(FALLBACK_DATA_DIR)
+
 
 def pytest_report_header(config):
     """Say which ghn_ext is under test and whether its compiled extension loaded.

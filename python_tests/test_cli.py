@@ -26,23 +26,11 @@ from ghn_ext.ghn import GraphHyperNetwork  # noqa: E402
 from ghn_ext.spaces import SPACES, classification, nb201  # noqa: E402
 from ghn_ext.train import read_log  # noqa: E402
 
-FALLBACK_DIR = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
 VERBS = {"train", "score", "search", "show", "demo"}
 NB201_ARCHS = ["|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
                "|none~0|+|skip_connect~0|none~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|"]
 CELL_A = {"ops": ["sep_conv3x3", "max_pool3x3", "identity"], "inputs": [[0], [1], [2, 3]]}
 CELL_B = {"ops": ["conv1x1", "dil_sep_conv3x3"], "inputs": [[0, 1], [1]]}
-
-
-@pytest.fixture(scope="module")
-def data_dir():
-    env = os.environ.get("GHN_DATA_DIR")
-    if env:  # explicitly configured (CI): a missing file is a failure, not a skip
-        assert (Path(env) / "cifar10.npz").is_file(), f"GHN_DATA_DIR={env} has no cifar10.npz"
-        return str(env)
-    if not (FALLBACK_DIR / "cifar10.npz").is_file():
-        pytest.skip(f"CIFAR-10 not found (set GHN_DATA_DIR or place it at {FALLBACK_DIR})")
-    return str(FALLBACK_DIR)
 
 
 @contextlib.contextmanager

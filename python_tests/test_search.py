@@ -4,7 +4,6 @@ A GHN with 4x4 blocks and one propagation pass (untrained: the ranking machinery
 good the scores are) scores one-block, 4-channel networks on 100 real CIFAR-10 validation images.
 """
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -22,19 +21,7 @@ from ghn_ext.nets.network import count_flops, count_params  # noqa: E402
 from ghn_ext.search import SearchConfig, arch_from_record, run_search, search_architectures, top_best  # noqa: E402
 from ghn_ext.spaces import nb201  # noqa: E402
 
-FALLBACK_DIR = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
 FIELDS = {"index", "hash", "arch", "score", "params", "flops"}
-
-
-@pytest.fixture(scope="module")
-def data_dir():
-    env = os.environ.get("GHN_DATA_DIR")
-    if env:  # explicitly configured (CI): a missing file is a failure, not a skip
-        assert (Path(env) / "cifar10.npz").is_file(), f"GHN_DATA_DIR={env} has no cifar10.npz"
-        return str(env)
-    if not (FALLBACK_DIR / "cifar10.npz").is_file():
-        pytest.skip(f"CIFAR-10 not found (set GHN_DATA_DIR or place it at {FALLBACK_DIR})")
-    return str(FALLBACK_DIR)
 
 
 def tiny_ghn(space: str) -> GraphHyperNetwork:

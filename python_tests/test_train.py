@@ -7,7 +7,6 @@ $GHN_DATA_DIR, else <root>/shared/data/cifar10 next to the repository; never dow
 import copy
 import dataclasses
 import math
-import os
 import random
 import shutil
 import sys
@@ -28,19 +27,7 @@ from ghn_ext.ghn import CheckpointError, GraphHyperNetwork  # noqa: E402
 from ghn_ext.nets.network import run_network  # noqa: E402
 from ghn_ext.train import NonFiniteLossError, TrainConfig, Trainer, read_log, step_architectures  # noqa: E402
 
-FALLBACK_DIR = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
 TINY_GHN = {"block_channels": 4, "T": 1}
-
-
-@pytest.fixture(scope="module")
-def data_dir():
-    env = os.environ.get("GHN_DATA_DIR")
-    if env:  # explicitly configured (CI): a missing file is a failure, not a skip
-        assert (Path(env) / "cifar10.npz").is_file(), f"GHN_DATA_DIR={env} has no cifar10.npz"
-        return str(env)
-    if not (FALLBACK_DIR / "cifar10.npz").is_file():
-        pytest.skip(f"CIFAR-10 not found (set GHN_DATA_DIR or place it at {FALLBACK_DIR})")
-    return str(FALLBACK_DIR)
 
 
 def tiny(data_dir, **kw) -> TrainConfig:
