@@ -26,7 +26,7 @@ class DemoBudget:
     val_images: int
 
 
-BUDGETS = {"full": DemoBudget(train_steps=300, evaluations=5, search_archs=200, val_images=500),
+BUDGETS = {"full": DemoBudget(train_steps=400, evaluations=5, search_archs=250, val_images=500),
            "ci": DemoBudget(train_steps=10, evaluations=1, search_archs=4, val_images=200)}
 # A small macro network keeps a training step near one second on two cores.
 SMALL = {"classification": dict(num_blocks=4, channels=16), "nb201": dict(channels=8, cells_per_stage=1)}

@@ -12,7 +12,7 @@ from .nets.network import run_network
 
 
 @torch.no_grad()
-def network_accuracy(graph: ArchGraph, weights, split: Split, image_batch: int = 500,
+def network_accuracy(graph: ArchGraph, weights, split: Split, image_batch: int = 100,
                      device: str | torch.device = "cpu", norm_stats=None) -> float:
     """Top-1 accuracy of `graph` on `split` with `weights`. Without `norm_stats` BatchNorm uses each
     batch's statistics, as when the GHN was trained, so batches should be large enough to estimate
@@ -29,7 +29,7 @@ def network_accuracy(graph: ArchGraph, weights, split: Split, image_batch: int =
 
 @torch.no_grad()
 def score_architectures(ghn: GraphHyperNetwork, archs: Sequence[ArchGraph], split: Split,
-                        image_batch: int = 500) -> list[float]:
+                        image_batch: int = 100) -> list[float]:
     """Validation accuracy of each architecture with weights generated for all of them in one batch."""
     device = next(ghn.parameters()).device
     weights = ghn(list(archs))

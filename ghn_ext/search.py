@@ -36,7 +36,7 @@ class SearchConfig:
     cells_per_stage: int = 5
     val_images: int = 5000         # fixed validation subset used for every architecture
     archs_per_batch: int = 4       # architectures whose weights are generated together
-    image_batch: int = 500
+    image_batch: int = 100          # BatchNorm uses batch statistics; 100 stays cache-resident
     seed: int = 0
     data_dir: Optional[str] = None
 

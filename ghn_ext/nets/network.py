@@ -98,6 +98,9 @@ def run_network(graph: ArchGraph, x: Tensor, weights: NodeWeights,
     logits in node order when the graph has several (early exits).
     """
     _check_weights(graph, tuple(x.shape[1:]), weights)
+    # channels-last makes CPU convolutions, pooling and BatchNorm about 2x faster for these small
+    # channel counts (measured: a GHN training step 0.72 -> 0.38 s on two cores)
+    x = x.contiguous(memory_format=torch.channels_last)
     preds = graph.predecessors()
     acts: dict[int, Tensor] = {}
     consumers_left = [len(s) for s in graph.successors()]
@@ -206,11 +209,12 @@ class ArchNetwork(Network):
 
 def count_flops(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32)) -> int:
     """Floating-point operations of one forward pass on one image, counted by torch's FlopCounterMode
-    (a multiply-add counts as 2) on meta tensors, so no arithmetic is done."""
-    weights = {v: {n: torch.empty(s, device="meta") for n, s in p.items()}
+    (a multiply-add counts as 2). It runs one zero image on the CPU: meta tensors would skip the
+    arithmetic but their Python shape functions measure 2-5x slower for networks this small."""
+    weights = {v: {n: torch.zeros(s) for n, s in p.items()}
                for v, p in param_shapes(graph, input_size).items()}
-    x = torch.empty((1, *input_size), device="meta")
-    with FlopCounterMode(display=False) as counter:
+    x = torch.zeros((1, *input_size))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         run_network(graph, x, weights)
     return int(counter.get_total_flops())
 
