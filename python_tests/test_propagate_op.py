@@ -1,11 +1,13 @@
 """Tests of ghn_ext::propagate / ghn_ext::_propagate_backward: the compiled CPU kernel against the
 pure-PyTorch reference ``propagate_reference``.
 
-Hand-made graphs (single node, chain, wide fan-in, stacked blocks) and batches of unequal random
-architectures run through both, for both schemes, with the mean-embedding hand-over on and off and
-shared or per-block parameters: outputs and gradients must agree within rounding. The op also passes
-gradcheck (float64) and torch.library.opcheck, and rejects bad inputs with clear errors. Tests skip
-when the compiled library is not built.
+Hand-made graphs (single node, chain, wide fan-in, stacked blocks), batches of unequal random
+architectures and a hypothesis fuzz over random DAG batches run through both, for both schemes, with
+the mean-embedding hand-over on and off and shared or per-block parameters: outputs and gradients must
+agree within rounding. The kernel has a portable and an AVX2 build of its worker and a compile-time
+specialisation for hidden size 32; tests run every one of them. The op also passes gradcheck (float64)
+and torch.library.opcheck, and rejects bad inputs with clear errors. Tests skip when the compiled
+library is not built.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import random
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import ghn_ext.ops._extension as ext
 from ghn_ext.graph import GraphBatch
@@ -121,10 +125,30 @@ def test_matches_reference_hand_made(case, scheme, pe, shared, dtype):
         assert_close(a, b, dtype)
 
 
+@pytest.fixture(params=["auto", "generic"])
+def worker_isa(request, monkeypatch):
+    """Runs a test on the worker the CPU selects (AVX2 where available) and on the portable one."""
+    if request.param == "generic":
+        monkeypatch.setenv("GHN_EXT_CPU_GENERIC", "1")
+    else:
+        monkeypatch.delenv("GHN_EXT_CPU_GENERIC", raising=False)
+    return request.param
+
+
+@pytest.mark.parametrize("case", [HAND[4], HAND[8]], ids=repr)
+@pytest.mark.parametrize("D,Hm", [(32, 32), (4, 5)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_worker_build_matches_reference(case, D, Hm, dtype, worker_isa):
+    out, ref, g_out, g_ref = run_both(case, 2 * case.max_blocks, D, Hm, 2, "fb", True, dtype)
+    assert_close(out, ref, dtype)
+    for a, b in zip(g_out, g_ref):
+        assert_close(a, b, dtype)
+
+
 @pytest.mark.parametrize("case", RANDOM, ids=repr)
 @pytest.mark.parametrize("scheme", ["fb", "sync"])
 @pytest.mark.parametrize("shared", [True, False])
-def test_matches_reference_random_architectures(case, scheme, shared):
+def test_matches_reference_random_architectures(case, scheme, shared, worker_isa):
     dtype = torch.float32
     P = 1 if shared else case.max_blocks
     out, ref, g_out, g_ref = run_both(case, P, 32, 32, 2 if case.name == "random_paper" else 3, scheme,
@@ -132,6 +156,35 @@ def test_matches_reference_random_architectures(case, scheme, shared):
     assert_close(out, ref, dtype)
     for a, b in zip(g_out, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+@st.composite
+def dag_batches(draw):
+    """A batch of 1-3 graphs of 1-3 blocks of 1-6 nodes; random forward edges inside each block."""
+    src, dst, block_ptr, graph_block_ptr = [], [], [0], [0]
+    for _ in range(draw(st.integers(1, 3))):
+        for _ in range(draw(st.integers(1, 3))):
+            start, n = block_ptr[-1], draw(st.integers(1, 6))
+            for j in range(1, n):
+                for i in range(j):
+                    if draw(st.booleans()):
+                        src.append(start + i)
+                        dst.append(start + j)
+            block_ptr.append(start + n)
+        graph_block_ptr.append(len(block_ptr) - 1)
+    return Case("fuzz", [src, dst], block_ptr, graph_block_ptr)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dag_batches(), st.sampled_from([(3, 2), (4, 5), (32, 32)]), st.integers(1, 3),
+       st.sampled_from(["fb", "sync"]), st.booleans(), st.booleans())
+def test_fuzz_random_dag_batches(case, sizes, T, scheme, pe, shared):
+    D, Hm = sizes
+    P = 1 if shared else case.max_blocks
+    out, ref, g_out, g_ref = run_both(case, P, D, Hm, T, scheme, pe, torch.float64)
+    assert_close(out, ref, torch.float64)
+    for a, b in zip(g_out, g_ref):
+        assert_close(a, b, torch.float64)
 
 
 def test_fallback_to_reference_when_forced(monkeypatch):

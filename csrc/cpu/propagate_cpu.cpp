@@ -22,9 +22,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace ghn_ext {
@@ -168,302 +171,32 @@ Set<S> set_at(S* const base[8], const Layout& L, int64_t p) {
           base[6] + p * L.size[6], base[7] + p * L.size[7]};
 }
 
+// A growing buffer of rows, reused across graphs without freeing.
 template <typename S>
-inline S sigmoid(S x) {
-  return S(1) / (S(1) + std::exp(-x));
-}
-
-// Everything one graph needs: shared read-only data plus per-thread scratch.
-template <typename S>
-struct Worker {
-  const Plan& plan;
-  const int64_t* order;
-  const int64_t* in_ptr;
-  const int64_t* in_src;
-  const int64_t* out_ptr;
-  const int64_t* out_dst;
-  S* const* params;  // 8 base pointers (read only)
-  S* const* tparams;  // msg_w1, msg_w2, gru_w_ih, gru_w_hh transposed per set: (D, Hm), (Hm, D), (D, 3D), (D, 3D)
-  const Layout& L;
-  int64_t T;
-  bool fb, pass_embedding;
-  int64_t D, Hm;
-  S* h;       // working embeddings (N, D)
-  S* saved;   // (2TN, D)
-  // scratch
-  std::vector<S> m, gi, gh, tmp, emb, pre, act, dm, dgi, dgh, da, gout, gemb, gemb_next;
-
-  Worker(const Plan& plan_, const int64_t* order_, const int64_t* ip, const int64_t* is,
-         const int64_t* op, const int64_t* od, S* const* params_, S* const* tparams_, const Layout& L_,
-         int64_t T_, bool fb_, bool pe, S* h_, S* saved_)
-      : plan(plan_), order(order_), in_ptr(ip), in_src(is), out_ptr(op), out_dst(od), params(params_),
-        tparams(tparams_), L(L_), T(T_), fb(fb_), pass_embedding(pe), D(plan_.D), Hm(plan_.Hm), h(h_), saved(saved_),
-        m(D), gi(3 * D), gh(3 * D), emb(D), act(Hm), dm(D), dgi(3 * D), dgh(3 * D), da(Hm),
-        gemb(D), gemb_next(D) {}
-
-  // The transposed weights of set p (same sizes as the originals).
-  struct TSet {
-    const S *w1t, *w2t, *wiht, *whht;
-  };
-  TSet tset(int64_t p) const {
-    return {tparams[0] + p * L.size[0], tparams[1] + p * L.size[2], tparams[2] + p * L.size[4],
-            tparams[3] + p * L.size[5]};
-  }
-  TSet tp{};  // of the block being processed
-
-  // m = sum over neighbours u of MLP(h_u) (+ extra); the first-layer pre-activations of the
-  // neighbours go to pre[k*Hm ...] when keep_pre.
-  void message(const Set<S>& p, const int64_t* nb, int64_t deg, const S* extra, bool keep_pre) {
-    std::fill(m.begin(), m.end(), S(0));
-    if (keep_pre && (int64_t)pre.size() < deg * Hm) pre.resize(deg * Hm);
-    S* a = act.data();
-    for (int64_t k = 0; k < deg; ++k) {
-      const S* hu = h + nb[k] * D;
-      S* pk = keep_pre ? pre.data() + k * Hm : a;
-      for (int64_t j = 0; j < Hm; ++j) pk[j] = p.b1[j];
-      for (int64_t i = 0; i < D; ++i) {
-        const S x = hu[i];
-        const S* row = tp.w1t + i * Hm;
-        for (int64_t j = 0; j < Hm; ++j) pk[j] += row[j] * x;
-      }
-      for (int64_t j = 0; j < Hm; ++j) a[j] = pk[j] > S(0) ? pk[j] : S(0);
-      S* mm = m.data();
-      for (int64_t i = 0; i < D; ++i) mm[i] += p.b2[i];
-      for (int64_t j = 0; j < Hm; ++j) {
-        const S x = a[j];
-        if (x == S(0)) continue;
-        const S* row = tp.w2t + j * D;
-        for (int64_t i = 0; i < D; ++i) mm[i] += row[i] * x;
-      }
-    }
-    if (extra)
-      for (int64_t i = 0; i < D; ++i) m[i] += extra[i];
-  }
-
-  void gates(const Set<S>& p, const S* hv) {
-    const int64_t D3 = 3 * D;
-    S* a = gi.data();
-    S* c = gh.data();
-    for (int64_t j = 0; j < D3; ++j) {
-      a[j] = p.bih[j];
-      c[j] = p.bhh[j];
-    }
-    for (int64_t i = 0; i < D; ++i) {
-      const S x = m[i], y = hv[i];
-      const S* ri = tp.wiht + i * D3;
-      const S* rh = tp.whht + i * D3;
-      for (int64_t j = 0; j < D3; ++j) {
-        a[j] += ri[j] * x;
-        c[j] += rh[j] * y;
-      }
-    }
-  }
-
-  void neighbours(int64_t v, bool from_preds, const int64_t*& nb, int64_t& deg) const {
-    if (from_preds) {
-      nb = in_src + in_ptr[v];
-      deg = in_ptr[v + 1] - in_ptr[v];
-    } else {
-      nb = out_dst + out_ptr[v];
-      deg = out_ptr[v + 1] - out_ptr[v];
-    }
-  }
-
-  // Forward of one group: nodes[0..n) all read the state before the group.
-  void forward_group(const Set<S>& p, const int64_t* nodes, int64_t n, bool from_preds, const S* e,
-                     int64_t& cursor) {
-    if ((int64_t)tmp.size() < n * D) tmp.resize(n * D);
-    for (int64_t k = 0; k < n; ++k) {
-      const int64_t v = nodes[k];
-      const int64_t* nb;
-      int64_t deg;
-      neighbours(v, from_preds, nb, deg);
-      message(p, nb, deg, (e && from_preds && deg == 0) ? e : nullptr, false);
-      const S* hv = h + v * D;
-      gates(p, hv);
-      S* out = tmp.data() + k * D;
-      for (int64_t i = 0; i < D; ++i) {
-        const S r = sigmoid(gi[i] + gh[i]);
-        const S z = sigmoid(gi[D + i] + gh[D + i]);
-        const S nn = std::tanh(gi[2 * D + i] + r * gh[2 * D + i]);
-        out[i] = (S(1) - z) * nn + z * hv[i];
-      }
-    }
-    for (int64_t k = 0; k < n; ++k) {
-      S* hv = h + nodes[k] * D;
-      std::memcpy(saved + (cursor + k) * D, hv, D * sizeof(S));
-      std::memcpy(hv, tmp.data() + k * D, D * sizeof(S));
-    }
-    cursor += n;
-  }
-
-  // Backward of one group (undoes it): grad is dL/d(state), gp the parameter-gradient set, gemb
-  // collects the gradient of the embedding e.
-  void backward_group(const Set<S>& p, const Set<S>& gp, const int64_t* nodes, int64_t n,
-                      bool from_preds, const S* e, int64_t& cursor, S* grad) {
-    cursor -= n;
-    if ((int64_t)gout.size() < n * D) gout.resize(n * D);
-    for (int64_t k = 0; k < n; ++k) {
-      S* gv = grad + nodes[k] * D;
-      std::memcpy(gout.data() + k * D, gv, D * sizeof(S));
-      std::fill(gv, gv + D, S(0));
-      std::memcpy(h + nodes[k] * D, saved + (cursor + k) * D, D * sizeof(S));
-    }
-    for (int64_t k = 0; k < n; ++k) {
-      const int64_t v = nodes[k];
-      const int64_t* nb;
-      int64_t deg;
-      neighbours(v, from_preds, nb, deg);
-      const bool use_e = e && from_preds && deg == 0;
-      message(p, nb, deg, use_e ? e : nullptr, true);
-      const S* hv = h + v * D;
-      gates(p, hv);
-      const S* g = gout.data() + k * D;
-      S* gv = grad + v * D;
-      for (int64_t i = 0; i < D; ++i) {
-        const S r = sigmoid(gi[i] + gh[i]);
-        const S z = sigmoid(gi[D + i] + gh[D + i]);
-        const S hn = gh[2 * D + i];
-        const S nn = std::tanh(gi[2 * D + i] + r * hn);
-        const S dn = g[i] * (S(1) - z);
-        const S dz = g[i] * (hv[i] - nn);
-        gv[i] += g[i] * z;
-        const S dpn = dn * (S(1) - nn * nn);
-        const S dr = dpn * hn;
-        const S dpr = dr * r * (S(1) - r);
-        const S dpz = dz * z * (S(1) - z);
-        dgi[i] = dpr;
-        dgi[D + i] = dpz;
-        dgi[2 * D + i] = dpn;
-        dgh[i] = dpr;
-        dgh[D + i] = dpz;
-        dgh[2 * D + i] = dpn * r;
-      }
-      std::fill(dm.begin(), dm.end(), S(0));
-      for (int64_t j = 0; j < 3 * D; ++j) {
-        gp.bih[j] += dgi[j];
-        gp.bhh[j] += dgh[j];
-        S* gwi = gp.wih + j * D;
-        S* gwh = gp.whh + j * D;
-        const S* wi = p.wih + j * D;
-        const S* wh = p.whh + j * D;
-        const S a = dgi[j], c = dgh[j];
-        for (int64_t i = 0; i < D; ++i) {
-          gwi[i] += a * m[i];
-          gwh[i] += c * hv[i];
-          dm[i] += wi[i] * a;
-          gv[i] += wh[i] * c;
-        }
-      }
-      if (use_e)
-        for (int64_t i = 0; i < D; ++i) gemb[i] += dm[i];
-      if (deg == 0) continue;
-      // message MLP: da = W2^T dm is the same for every neighbour
-      std::fill(da.begin(), da.end(), S(0));
-      for (int64_t i = 0; i < D; ++i) {
-        const S* w = p.w2 + i * Hm;
-        const S d = dm[i];
-        gp.b2[i] += S(deg) * d;
-        for (int64_t j = 0; j < Hm; ++j) da[j] += w[j] * d;
-      }
-      // dm is the same for every neighbour: the W2 gradient is dm x (sum of the activations)
-      std::fill(act.begin(), act.end(), S(0));
-      for (int64_t q = 0; q < deg; ++q) {
-        const S* pq = pre.data() + q * Hm;
-        for (int64_t j = 0; j < Hm; ++j) act[j] += pq[j] > S(0) ? pq[j] : S(0);
-      }
-      for (int64_t i = 0; i < D; ++i) {
-        S* gw = gp.w2 + i * Hm;
-        const S d = dm[i];
-        for (int64_t j = 0; j < Hm; ++j) gw[j] += d * act[j];
-      }
-      for (int64_t q = 0; q < deg; ++q) {
-        const int64_t u = nb[q];
-        const S* hu = h + u * D;
-        S* gu = grad + u * D;
-        const S* pq = pre.data() + q * Hm;
-        for (int64_t j = 0; j < Hm; ++j) {
-          if (!(pq[j] > S(0))) continue;
-          const S dp = da[j];
-          gp.b1[j] += dp;
-          S* gw = gp.w1 + j * D;
-          const S* w = p.w1 + j * D;
-          for (int64_t i = 0; i < D; ++i) {
-            gw[i] += dp * hu[i];
-            gu[i] += w[i] * dp;
-          }
-        }
-      }
-    }
-  }
-
-  void block_mean(int64_t s, int64_t e, S* out) const {
-    std::fill(out, out + D, S(0));
-    for (int64_t v = s; v < e; ++v)
-      for (int64_t i = 0; i < D; ++i) out[i] += h[v * D + i];
-    const S inv = S(e - s);
-    for (int64_t i = 0; i < D; ++i) out[i] /= inv;
-  }
-
-  int64_t param_index(int64_t b) const { return std::min<int64_t>(b, plan.P - 1); }
-
-  void forward_graph(int64_t g) {
-    const int64_t b0 = plan.gbp[g], nb = plan.gbp[g + 1] - b0;
-    for (int64_t b = 0; b < nb; ++b) {
-      const int64_t s = plan.block_ptr[b0 + b], e = plan.block_ptr[b0 + b + 1], n = e - s;
-      const Set<S> p = set_at<S>(params, L, param_index(b));
-      tp = tset(param_index(b));
-      const S* ep = nullptr;
-      if (pass_embedding && b > 0) {
-        block_mean(plan.block_ptr[b0 + b - 1], s, emb.data());
-        ep = emb.data();
-      }
-      const int64_t* seq = order + s;
-      int64_t cursor = 2 * T * s;
-      for (int64_t t = 0; t < T; ++t) {
-        if (fb) {
-          for (int64_t k = 0; k < n; ++k) forward_group(p, seq + k, 1, true, ep, cursor);
-          for (int64_t k = n - 2; k >= 0; --k) forward_group(p, seq + k, 1, false, nullptr, cursor);
-        } else {
-          forward_group(p, seq, n, true, ep, cursor);
-          forward_group(p, seq, n, false, nullptr, cursor);
-        }
-      }
-    }
-  }
-
-  void backward_graph(int64_t g, S* grad, S* const gbase[8]) {
-    const int64_t b0 = plan.gbp[g], nb = plan.gbp[g + 1] - b0;
-    std::fill(gemb_next.begin(), gemb_next.end(), S(0));  // gradient of the mean of block b
-    for (int64_t b = nb - 1; b >= 0; --b) {
-      const int64_t s = plan.block_ptr[b0 + b], e = plan.block_ptr[b0 + b + 1], n = e - s;
-      if (b + 1 < nb)  // block b's mean fed block b + 1
-        for (int64_t v = s; v < e; ++v)
-          for (int64_t i = 0; i < D; ++i) grad[v * D + i] += gemb_next[i] / S(n);
-      const Set<S> p = set_at<S>(params, L, param_index(b));
-      const Set<S> gp = set_at<S>(gbase, L, param_index(b));
-      tp = tset(param_index(b));
-      const S* ep = nullptr;
-      std::fill(gemb.begin(), gemb.end(), S(0));
-      if (pass_embedding && b > 0) {
-        block_mean(plan.block_ptr[b0 + b - 1], s, emb.data());
-        ep = emb.data();
-      }
-      const int64_t* seq = order + s;
-      int64_t cursor = 2 * T * s + T * (fb ? 2 * n - 1 : 2 * n);
-      for (int64_t t = 0; t < T; ++t) {
-        if (fb) {
-          for (int64_t k = 0; k <= n - 2; ++k) backward_group(p, gp, seq + k, 1, false, nullptr, cursor, grad);
-          for (int64_t k = n - 1; k >= 0; --k) backward_group(p, gp, seq + k, 1, true, ep, cursor, grad);
-        } else {
-          backward_group(p, gp, seq, n, false, nullptr, cursor, grad);
-          backward_group(p, gp, seq, n, true, ep, cursor, grad);
-        }
-      }
-      gemb_next = gemb;
-    }
+struct Rows {
+  std::vector<S> data;
+  int64_t size = 0;
+  S* push(int64_t n) {
+    if ((int64_t)data.size() < size + n) data.resize(std::max<int64_t>(2 * data.size(), size + n));
+    S* out = data.data() + size;
+    size += n;
+    return out;
   }
 };
+
+// The worker, compiled twice: for any x86-64 (SSE2) and for AVX2+FMA (wider vectors and fused
+// multiply-adds for the hidden-32 loops), picked at run time by what the CPU supports.
+#include "propagate_worker.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define GHN_EXT_AVX2_WORKER 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+#include "propagate_worker.h"
+}  // namespace avx2
+#pragma GCC pop_options
+#endif
 
 std::vector<at::Tensor> contiguous_params(at::TensorList params) {
   std::vector<at::Tensor> out;
@@ -476,6 +209,40 @@ std::vector<at::Tensor> transposed_params(at::TensorList params) {
   std::vector<at::Tensor> out;
   for (int k : {0, 2, 4, 5}) out.push_back(params[k].transpose(1, 2).contiguous());
   return out;
+}
+
+// The AVX2+FMA worker runs when the CPU has both, unless GHN_EXT_CPU_GENERIC=1 asks for the
+// portable one (tests compare the two).
+bool use_avx2_worker() {
+#ifdef GHN_EXT_AVX2_WORKER
+  const char* generic = std::getenv("GHN_EXT_CPU_GENERIC");
+  if (generic && std::strcmp(generic, "1") == 0) return false;
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported;
+#else
+  return false;
+#endif
+}
+
+// Calls f with a null pointer to the Worker type for this plan: compile-time sizes for the paper's
+// configuration (hidden 32, message 32) when they match, runtime sizes otherwise; each for the
+// instruction set of use_avx2_worker().
+template <typename S, typename F>
+void with_worker_type(const Plan& plan, F&& f) {
+  const bool paper_sizes = plan.D == 32 && plan.Hm == 32;
+#ifdef GHN_EXT_AVX2_WORKER
+  if (use_avx2_worker()) {
+    if (paper_sizes)
+      f(static_cast<avx2::Worker<S, 32, 32>*>(nullptr));
+    else
+      f(static_cast<avx2::Worker<S>*>(nullptr));
+    return;
+  }
+#endif
+  if (paper_sizes)
+    f(static_cast<Worker<S, 32, 32>*>(nullptr));
+  else
+    f(static_cast<Worker<S>*>(nullptr));
 }
 
 }  // namespace
@@ -503,11 +270,14 @@ std::tuple<at::Tensor, at::Tensor> propagate_cpu(
     for (int k = 0; k < 8; ++k) pb[k] = params[k].data_ptr<S>();
     S* tb[4];
     for (int k = 0; k < 4; ++k) tb[k] = tparams[k].data_ptr<S>();
-    at::parallel_for(0, plan.G, 1, [&](int64_t begin, int64_t end) {
-      Worker<S> w(plan, ord.data_ptr<int64_t>(), ip.data_ptr<int64_t>(), is.data_ptr<int64_t>(),
+    with_worker_type<S>(plan, [&](auto* type) {
+      using W = std::remove_pointer_t<decltype(type)>;
+      at::parallel_for(0, plan.G, 1, [&](int64_t begin, int64_t end) {
+      W w(plan, ord.data_ptr<int64_t>(), ip.data_ptr<int64_t>(), is.data_ptr<int64_t>(),
                   op.data_ptr<int64_t>(), od.data_ptr<int64_t>(), pb, tb, L, T, forward_backward,
                   pass_embedding, h.data_ptr<S>(), saved.data_ptr<S>());
       for (int64_t g = begin; g < end; ++g) w.forward_graph(g);
+      });
     });
   });
   return {h, saved};
@@ -550,17 +320,20 @@ std::vector<at::Tensor> propagate_backward_cpu(
     S* tb[4];
     for (int k = 0; k < 4; ++k) tb[k] = tparams[k].data_ptr<S>();
     // One accumulator per slot; slot k owns the graphs [k*G/slots, (k+1)*G/slots).
-    at::parallel_for(0, slots, 1, [&](int64_t sbegin, int64_t send) {
+    with_worker_type<S>(plan, [&](auto* type) {
+      using W = std::remove_pointer_t<decltype(type)>;
+      at::parallel_for(0, slots, 1, [&](int64_t sbegin, int64_t send) {
       for (int64_t slot = sbegin; slot < send; ++slot) {
         S* base = acc.data_ptr<S>() + slot * L.total;
         S* gb[8];
         for (int k = 0; k < 8; ++k) gb[k] = base + L.off[k];
-        Worker<S> w(plan, ord.data_ptr<int64_t>(), ip.data_ptr<int64_t>(), is.data_ptr<int64_t>(),
+        W w(plan, ord.data_ptr<int64_t>(), ip.data_ptr<int64_t>(), is.data_ptr<int64_t>(),
                     op.data_ptr<int64_t>(), od.data_ptr<int64_t>(), pb, tb, L, T, forward_backward,
                     pass_embedding, hw.data_ptr<S>(), const_cast<S*>(sv.data_ptr<S>()));
         const int64_t g0 = slot * plan.G / slots, g1 = (slot + 1) * plan.G / slots;
         for (int64_t g = g0; g < g1; ++g) w.backward_graph(g, grad.data_ptr<S>(), gb);
       }
+      });
     });
   });
   auto total = acc.sum(0);
