@@ -2,7 +2,7 @@
 //
 // This file is included by propagate_cpu.cpp once per instruction set, inside a different namespace
 // each time (plain x86-64 and AVX2+FMA, chosen at run time), so it has no include guard and needs the
-// declarations that precede its inclusion there (Plan, Layout, Set, set_at, Rows).
+// declarations that precede its inclusion there (Layout, Set, set_at, Rows).
 
 // exp for float without a libm call, so the loops over the gates vectorize: Cody-Waite range
 // reduction x = k ln2 + r, a degree-6 polynomial for exp(r) (Cephes' expf coefficients, about
@@ -66,7 +66,7 @@ __attribute__((always_inline)) inline void add_rows(S* __restrict y, const S* __
 // keep the length-32 accumulators of the paper's configuration in vector registers.
 template <typename S, int64_t KD = 0, int64_t KH = 0>
 struct Worker {
-  const Plan& plan;
+  const PropagatePlan& plan;
   const int64_t* order;
   const int64_t* in_ptr;
   const int64_t* in_src;
@@ -89,7 +89,7 @@ struct Worker {
   // the neighbour states)
   Rows<S> rec_dgi, rec_m, rec_dgh, rec_h, rec_dm, rec_act, rec_dp, rec_hu;
 
-  Worker(const Plan& plan_, const int64_t* order_, const int64_t* ip, const int64_t* is,
+  Worker(const PropagatePlan& plan_, const int64_t* order_, const int64_t* ip, const int64_t* is,
          const int64_t* op, const int64_t* od, S* const* params_, S* const* tparams_, const Layout& L_,
          int64_t T_, bool fb_, bool pe, S* h_, S* saved_)
       : plan(plan_), order(order_), in_ptr(ip), in_src(is), out_ptr(op), out_dst(od), params(params_),
