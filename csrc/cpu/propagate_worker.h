@@ -107,23 +107,21 @@ struct Worker {
   }
   TSet tp{};  // of the block being processed
 
-  // m = sum over neighbours u of MLP(h_u) (+ extra); the first-layer pre-activations of the
-  // neighbours go to pre[k*Hm ...] when keep_pre.
+  // m = sum over neighbours u of MLP(h_u) (+ extra). The second layer is linear, so it runs once
+  // on the summed activations: m = W2 (sum_u relu(W1 h_u + b1)) + deg * b2; the sum stays in
+  // act. The first-layer pre-activations of the neighbours go to pre[k*Hm ...] when keep_pre.
   void message(const Set<S>& p, const int64_t* nb, int64_t deg, const S* extra, bool keep_pre) {
     const int64_t D = dim(), Hm = msg_dim();
-    std::fill(m.begin(), m.end(), S(0));
     if (keep_pre && (int64_t)pre.size() < deg * Hm) pre.resize(deg * Hm);
-    S* a = act.data();
+    std::fill(act.begin(), act.end(), S(0));
     for (int64_t k = 0; k < deg; ++k) {
-      S* pk = keep_pre ? pre.data() + k * Hm : a;
+      S* pk = keep_pre ? pre.data() + k * Hm : da.data();
       std::copy(p.b1, p.b1 + Hm, pk);
       add_rows<KH>(pk, tp.w1t, h + nb[k] * D, D, Hm);
-      for (int64_t j = 0; j < Hm; ++j) a[j] = pk[j] > S(0) ? pk[j] : S(0);
-      for (int64_t i = 0; i < D; ++i) m[i] += p.b2[i];
-      add_rows<KD>(m.data(), tp.w2t, a, Hm, D);
+      for (int64_t j = 0; j < Hm; ++j) act[j] += pk[j] > S(0) ? pk[j] : S(0);
     }
-    if (extra)
-      for (int64_t i = 0; i < D; ++i) m[i] += extra[i];
+    for (int64_t i = 0; i < D; ++i) m[i] = S(deg) * p.b2[i] + (extra ? extra[i] : S(0));
+    if (deg > 0) add_rows<KD>(m.data(), tp.w2t, act.data(), Hm, D);
   }
 
   void gates(const Set<S>& p, const S* hv) {
@@ -238,12 +236,7 @@ struct Worker {
       add_rows<KH>(da.data(), p.w2, dm.data(), D, Hm);
       for (int64_t i = 0; i < D; ++i) gp.b2[i] += S(deg) * dm[i];
       // dm is the same for every neighbour: the W2 gradient is dm x (sum of the activations)
-      S* act_sum = rec_act.push(Hm);
-      std::fill(act_sum, act_sum + Hm, S(0));
-      for (int64_t q = 0; q < deg; ++q) {
-        const S* pq = pre.data() + q * Hm;
-        for (int64_t j = 0; j < Hm; ++j) act_sum[j] += pq[j] > S(0) ? pq[j] : S(0);
-      }
+      std::memcpy(rec_act.push(Hm), act.data(), Hm * sizeof(S));
       std::memcpy(rec_dm.push(D), dm.data(), D * sizeof(S));
       for (int64_t q = 0; q < deg; ++q) {
         const int64_t u = nb[q];
