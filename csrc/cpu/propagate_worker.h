@@ -35,22 +35,36 @@ inline double gate_tanh(double x) { return std::tanh(x); }
 
 // y[j] += sum_i w[i * nout + j] * x[i] for j < nout: a matrix-vector product with the matrix
 // stored input-major, as an accumulation of rows. With the output size known at compile time the
-// outputs are taken 32 at a time into a local accumulator the compiler keeps in vector registers
-// (the hidden and message sizes of the paper are 32, the GRU gates 96).
+// outputs are taken C at a time into local accumulators the compiler keeps in vector registers.
+// A float FMA has a latency of several cycles, so one chain of 32 outputs (4 AVX registers) would
+// leave the FMA units mostly idle: 96 outputs (the GRU gates) run as one chunk of 12 independent
+// chains, and 32 outputs (hidden and message sizes of the paper) as R = 3 partial sums over
+// interleaved inputs, added at the end.
 template <int64_t KOUT, typename S>
 __attribute__((always_inline)) inline void add_rows(S* __restrict y, const S* __restrict w,
                                                     const S* __restrict x, int64_t nin, int64_t nout) {
-  constexpr int64_t C = 32;
-  if constexpr (KOUT > 0 && KOUT % C == 0) {
+  if constexpr (KOUT > 0 && KOUT % 32 == 0) {
+    constexpr int64_t C = KOUT % 96 == 0 ? 96 : 32;
+    constexpr int64_t R = 96 / C;
     for (int64_t j0 = 0; j0 < KOUT; j0 += C) {
-      S acc[C];
-      for (int64_t j = 0; j < C; ++j) acc[j] = y[j0 + j];
-      for (int64_t i = 0; i < nin; ++i) {
+      S acc[R][C] = {};
+      int64_t i = 0;
+      for (; i + R <= nin; i += R)
+        for (int64_t r = 0; r < R; ++r) {
+          const S xi = x[i + r];
+          const S* row = w + (i + r) * KOUT + j0;
+          for (int64_t j = 0; j < C; ++j) acc[r][j] += row[j] * xi;
+        }
+      for (; i < nin; ++i) {
         const S xi = x[i];
         const S* row = w + i * KOUT + j0;
-        for (int64_t j = 0; j < C; ++j) acc[j] += row[j] * xi;
+        for (int64_t j = 0; j < C; ++j) acc[0][j] += row[j] * xi;
       }
-      for (int64_t j = 0; j < C; ++j) y[j0 + j] = acc[j];
+      for (int64_t j = 0; j < C; ++j) {
+        S sum = y[j0 + j];
+        for (int64_t r = 0; r < R; ++r) sum += acc[r][j];
+        y[j0 + j] = sum;
+      }
     }
   } else {
     for (int64_t i = 0; i < nin; ++i) {
