@@ -57,6 +57,15 @@ def plot_training_curve(log_path: Path, out: Path) -> None:
     plt.close(fig)
 
 
+def demo_train_config(space: str = "classification", budget: str = "full",
+                      data_dir: str | None = None) -> TrainConfig:
+    """The GHN training run of the demo (also what bench/test_bench_train_step.py times)."""
+    b = BUDGETS[budget]
+    return TrainConfig(space=space, steps=b.train_steps, num_nodes=7, data_dir=data_dir,
+                       eval_every=b.train_steps // b.evaluations, eval_archs=4, eval_images=b.val_images,
+                       ghn={"block_channels": 16}, **SMALL[space])
+
+
 def run_demo(out_dir: str | Path, space: str = "classification", budget: str = "full",
              data_dir: str | None = None, progress: bool = True) -> Path:
     out = Path(out_dir)
@@ -66,9 +75,7 @@ def run_demo(out_dir: str | Path, space: str = "classification", budget: str = "
     example = make_sampler(space, num_nodes=17, **small)(random.Random(0))
     print("an architecture of the space:\n" + summary(example))
 
-    cfg = TrainConfig(space=space, steps=b.train_steps, num_nodes=7, data_dir=data_dir,
-                      eval_every=b.train_steps // b.evaluations, eval_archs=4, eval_images=b.val_images,
-                      ghn={"block_channels": 16}, **small)
+    cfg = demo_train_config(space, budget, data_dir)
     trainer = Trainer(cfg, out / "ghn_run")
     if trainer.resume():
         print(f"resuming GHN training at step {trainer.step}")
