@@ -82,6 +82,7 @@ PropagatePlan check_propagate_args(const at::Tensor& h0, const at::Tensor& block
   plan.G = (int64_t)plan.gbp.size() - 1;
   check_ptr(plan.block_ptr, "block_ptr", plan.N, "N");
   check_ptr(plan.gbp, "graph_block_ptr", plan.B, "the number of blocks");
+  TORCH_CHECK_VALUE(plan.G >= 1, "propagate: empty batch (graph_block_ptr describes no graph)");
   for (int64_t b = 0; b < plan.B; ++b)
     TORCH_CHECK_VALUE(plan.block_ptr[b] < plan.block_ptr[b + 1], "propagate: block ", b, " is empty");
   int64_t max_blocks = 0;

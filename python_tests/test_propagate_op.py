@@ -23,7 +23,7 @@ from ghn_ext.graph import GraphBatch
 from ghn_ext.ops import HAS_EXTENSION
 from ghn_ext.ops.propagate import GNNParams, propagate, propagate_reference
 from ghn_ext.ops.schedule import dag_schedule
-from ghn_ext.spaces import classification
+from ghn_ext.spaces import classification, nb201
 
 requires_ext = pytest.mark.skipif(
     not (HAS_EXTENSION and ext.has_kernel("propagate", "cpu")),
@@ -43,7 +43,7 @@ class Case:
         self.N = int(block_ptr[-1])
         self.schedule = dag_schedule(self.edges, self.block_ptr, self.N)
         gbp = graph_block_ptr
-        self.max_blocks = max(gbp[g + 1] - gbp[g] for g in range(len(gbp) - 1))
+        self.max_blocks = max((gbp[g + 1] - gbp[g] for g in range(len(gbp) - 1)), default=0)
 
     def __repr__(self):
         return self.name
@@ -77,6 +77,7 @@ RANDOM = [
     from_archs("random_4", [classification.sample_architecture(random.Random(s), 5 + s, 2 + s % 2, 8)
                             for s in range(4)]),
     from_archs("random_paper", [classification.sample_architecture(random.Random(0), 17, 18, 32)]),
+    from_archs("random_nb201", [nb201.sample_architecture(random.Random(s)) for s in range(3)]),
 ]
 
 
@@ -291,3 +292,27 @@ def test_error_edge_leaving_block():
     with pytest.raises(ValueError, match="is not a node of block"):
         torch.ops.ghn_ext.propagate.default(h0, case.block_ptr, case.graph_block_ptr, bad_order, s.in_ptr, s.in_src,
                                             s.out_ptr, s.out_dst, *params, 2, True, True)
+
+
+def test_error_edge_index_out_of_range():
+    case = HAND[6]
+    s = case.schedule
+    params, h0 = make_params(1, 4, 5), make_h0(case.N, 4)
+    for value in (10 ** 6, -1):
+        bad_dst = s.out_dst.clone()
+        bad_dst[0] = value
+        with pytest.raises(ValueError, match=f"edge 0 -> {value} leaves block 0"):
+            torch.ops.ghn_ext.propagate.default(h0, case.block_ptr, case.graph_block_ptr, s.order, s.in_ptr,
+                                                s.in_src, s.out_ptr, bad_dst, *params, 2, True, True)
+
+
+def test_error_cycle():
+    with pytest.raises(ValueError, match="graph 0 contains a cycle"):
+        Case("cycle", [[0, 1, 2], [1, 2, 0]], [0, 3], [0, 1])
+
+
+@pytest.mark.parametrize("impl", [propagate, propagate_reference], ids=["compiled", "reference"])
+def test_error_empty_batch(impl):
+    empty = Case("empty", [[], []], [0], [0])
+    with pytest.raises(ValueError, match="empty batch"):
+        impl(make_h0(0, 4), empty.block_ptr, empty.graph_block_ptr, empty.schedule, make_params(1, 4, 5), 1)

@@ -83,6 +83,8 @@ def propagate_reference(h0: Tensor, block_ptr: Tensor, graph_block_ptr: Tensor, 
     if T < 1:
         raise ValueError(f"T must be at least 1, got {T}")
     starts, gbp = block_ptr.tolist(), graph_block_ptr.tolist()
+    if len(gbp) < 2:
+        raise ValueError("propagate: empty batch (graph_block_ptr describes no graph)")
     order = schedule.order.tolist()
     in_ptr, in_src = schedule.in_ptr.tolist(), schedule.in_src.tolist()
     out_ptr, out_dst = schedule.out_ptr.tolist(), schedule.out_dst.tolist()
