@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 from .data import DatasetError
 from .ghn import CheckpointError, GraphHyperNetwork
 from .graph import ArchGraph, GraphError
+from .groundtruth import Protocol, run_groundtruth
 from .spaces import SPACES, classification, make_sampler, nb201
 from .train import NonFiniteLossError, TrainConfig, Trainer
 
@@ -152,6 +153,18 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_groundtruth(a: argparse.Namespace) -> int:
+    protocol = Protocol(space=a.space, num_nodes=a.num_nodes, num_blocks=a.num_blocks,
+                        channels=a.channels or Protocol.channels, cells_per_stage=a.cells_per_stage,
+                        train_images=a.train_images, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                        val_images=a.val_images, seed=a.seed)
+    records = run_groundtruth(protocol, a.out, a.num_archs, a.data_dir, progress=not a.quiet)
+    accs = [r["val_acc"] for r in records]
+    print(f"{len(records)} architectures in {a.out}: validation accuracy {min(accs):.3f} .. {max(accs):.3f}, "
+          f"{sum(r['train_seconds'] for r in records) / len(records):.0f} s each")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ghn", description="Graph HyperNetworks for architecture search")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="PNG (needs graphviz) or .dot file")
     p.add_argument("--cell", action="store_true", help="render only the first cell")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("groundtruth", help="train random architectures with SGD: the correlation benchmark's "
+                       "ground truth (resumes, grows with --num-archs)")
+    _space_args(p, Protocol.num_nodes, num_blocks=Protocol.num_blocks)
+    p.add_argument("--out", required=True, help="results JSON file (e.g. bench/groundtruth/classification.json)")
+    p.add_argument("--num-archs", type=int, default=50)
+    p.add_argument("--train-images", type=int, default=Protocol.train_images,
+                   help="first images of the training split")
+    p.add_argument("--epochs", type=int, default=Protocol.epochs)
+    p.add_argument("--batch-size", type=int, default=Protocol.batch_size)
+    p.add_argument("--lr", type=float, default=Protocol.lr)
+    p.add_argument("--val-images", type=int, default=Protocol.val_images)
+    p.set_defaults(func=cmd_groundtruth, cells_per_stage=Protocol.cells_per_stage)
 
     p = sub.add_parser("demo", help="train a small GHN, search, and write a report (about 10 minutes)")
     p.add_argument("--space", choices=SPACES, default="classification")

@@ -1,0 +1,104 @@
+"""Ground truth for the correlation benchmark: random architectures trained with SGD (paper Sec. 5.1.2).
+
+The paper trains 100 random N=17 architectures for 50 epochs on a GPU. These 2-core machines run a
+reduced protocol (:class:`Protocol`): small networks (the demo's macro skeleton), a fixed subset of the
+training split, a few epochs of SGD, accuracy on a fixed validation subset. Architecture i is drawn from
+a generator seeded by ("groundtruth", seed, i), a stream no GHN training or search uses.
+
+Results live in one JSON file: the protocol and, keyed by architecture hash, each architecture's
+index, cell, validation accuracy and training time. It is rewritten atomically after every
+architecture, so a killed run loses at most the architecture in progress and a rerun (with a larger
+``num_archs`` to grow the set) continues where it stopped. A file written under another protocol is
+refused, never mixed with.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from .data import cifar10_splits
+from .graph import ArchGraph
+from .io import write_json_atomic
+from .progress import progress_bar
+from .search import describe, train_briefly
+from .spaces import make_sampler
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How every ground-truth architecture is built and trained."""
+    space: str = "classification"
+    num_nodes: int = 17          # nodes per cell (paper: N=17 for evaluation)
+    num_blocks: int = 4          # cells per network (paper: 18)
+    channels: int = 16           # initial width (paper: 32)
+    cells_per_stage: int = 1     # NAS-Bench-201 skeleton
+    train_images: int = 10_000   # first images of the training split
+    epochs: int = 2              # SGD epochs over them (paper: 50 over all 45,000)
+    batch_size: int = 64
+    lr: float = 0.025            # SGD, momentum 0.9, cosine to zero, weight decay 3e-4
+    val_images: int = 5_000      # first images of the validation split (paper: all 5,000)
+    seed: int = 0
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * (self.train_images // self.batch_size)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Protocol":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+def groundtruth_architectures(protocol: Protocol, num_archs: int) -> list[ArchGraph]:
+    sampler = make_sampler(protocol.space, protocol.num_nodes, protocol.num_blocks, protocol.channels,
+                           protocol.cells_per_stage)
+    return [sampler(random.Random(f"groundtruth:{protocol.seed}:{i}")) for i in range(num_archs)]
+
+
+def load_groundtruth(path: str | Path) -> tuple[Protocol, list[dict[str, Any]]]:
+    """The protocol and the finished records of a results file, in architecture order."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ground-truth file {path} does not exist (run `ghn groundtruth` first)")
+    try:
+        data = json.loads(path.read_text())
+        protocol = Protocol.from_dict(data["protocol"])
+        records = sorted(data["results"].values(), key=lambda r: r["index"])
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"ground-truth file {path} is damaged or not a ground-truth file ({exc!r})") from None
+    return protocol, records
+
+
+def run_groundtruth(protocol: Protocol, path: str | Path, num_archs: int, data_dir: Optional[str] = None,
+                    progress: bool = True) -> list[dict[str, Any]]:
+    """Train architectures 0 .. num_archs-1 of the protocol that `path` does not hold yet."""
+    path = Path(path)
+    results: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        existing, records = load_groundtruth(path)
+        if existing != protocol:
+            raise ValueError(f"{path} was written under another protocol ({asdict(existing)}); "
+                             f"use another file for {asdict(protocol)}")
+        results = {r["hash"]: r for r in records}
+    archs = groundtruth_architectures(protocol, num_archs)
+    todo = [i for i, g in enumerate(archs) if g.stable_hash() not in results]
+    splits = cifar10_splits(data_dir)
+    train, val = splits.train.head(protocol.train_images), splits.val.head(protocol.val_images)
+    with progress_bar(num_archs, num_archs - len(todo), "ground truth", not progress) as bar:
+        for i in todo:
+            start = time.perf_counter()
+            acc = train_briefly(archs[i], train, val, protocol.steps, protocol.lr, protocol.batch_size,
+                                seed=protocol.seed)
+            rec = {"index": i, **describe(archs[i]), "val_acc": acc,
+                   "train_seconds": round(time.perf_counter() - start, 2)}
+            results[rec["hash"]] = rec
+            write_json_atomic({"protocol": asdict(protocol), "results": results}, path)
+            bar.set_postfix(last=f"{acc:.3f}")
+            bar.update(1)
+    return sorted(results.values(), key=lambda r: r["index"])
+
+
+__all__ = ["Protocol", "groundtruth_architectures", "load_groundtruth", "run_groundtruth"]

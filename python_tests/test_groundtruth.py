@@ -1,0 +1,74 @@
+"""Tests for ghn_ext.groundtruth: the SGD-trained ground truth of the correlation benchmark.
+
+A tiny protocol (one-cell, 4-channel networks of 3 nodes, 64 training and 100 validation images of
+real CIFAR-10) keeps every run to a second or two.
+"""
+import json
+
+import pytest
+
+from ghn_ext import groundtruth as G
+from ghn_ext.cli import main
+from ghn_ext.groundtruth import Protocol, groundtruth_architectures, load_groundtruth, run_groundtruth
+
+TINY = Protocol(num_nodes=3, num_blocks=1, channels=4, train_images=64, epochs=1, batch_size=32,
+                val_images=100)
+
+
+def test_records_resume_and_growth(data_dir, tmp_path, monkeypatch):
+    path = tmp_path / "gt.json"
+    first = run_groundtruth(TINY, path, 2, data_dir, progress=False)
+    assert [r["index"] for r in first] == [0, 1]
+    archs = groundtruth_architectures(TINY, 3)
+    assert [r["hash"] for r in first] == [g.stable_hash() for g in archs[:2]]
+    for r in first:
+        assert 0.0 <= r["val_acc"] <= 1.0 and r["train_seconds"] > 0 and r["params"] > 0 and r["flops"] > 0
+
+    trained = []
+    real = G.train_briefly
+    monkeypatch.setattr(G, "train_briefly", lambda g, *a, **k: trained.append(g.stable_hash()) or real(g, *a, **k))
+    grown = run_groundtruth(TINY, path, 3, data_dir, progress=False)
+    assert trained == [archs[2].stable_hash()]  # the finished two are kept, not retrained
+    assert grown[:2] == first and grown[2]["index"] == 2
+    protocol, records = load_groundtruth(path)
+    assert protocol == TINY and records == grown
+
+
+def test_training_is_deterministic(data_dir, tmp_path):
+    a = run_groundtruth(TINY, tmp_path / "a.json", 1, data_dir, progress=False)
+    b = run_groundtruth(TINY, tmp_path / "b.json", 1, data_dir, progress=False)
+    assert a[0]["val_acc"] == b[0]["val_acc"]
+
+
+def test_other_protocol_is_refused(data_dir, tmp_path):
+    path = tmp_path / "gt.json"
+    run_groundtruth(TINY, path, 1, data_dir, progress=False)
+    before = path.read_text()
+    with pytest.raises(ValueError, match="another protocol"):
+        run_groundtruth(Protocol(**{**TINY.__dict__, "epochs": 2}), path, 2, data_dir, progress=False)
+    assert path.read_text() == before
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"results": {}}), json.dumps([1, 2])])
+def test_damaged_file(tmp_path, content):
+    path = tmp_path / "gt.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="damaged or not a ground-truth file"):
+        load_groundtruth(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `ghn groundtruth` first"):
+        load_groundtruth(tmp_path / "none.json")
+
+
+def test_cli(data_dir, tmp_path, capsys):
+    out = tmp_path / "gt.json"
+    args = ["groundtruth", "--out", str(out), "--num-archs", "2", "--num-nodes", "3", "--num-blocks", "1",
+            "--channels", "4", "--train-images", "64", "--epochs", "1", "--batch-size", "32",
+            "--val-images", "100", "--data-dir", data_dir, "--quiet"]
+    assert main(args) == 0
+    assert "2 architectures in" in capsys.readouterr().out
+    assert load_groundtruth(out)[0] == TINY
+    assert main(args[:-1] + ["--epochs", "2", "--quiet"]) == 2
+    assert "another protocol" in capsys.readouterr().err
