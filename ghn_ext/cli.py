@@ -38,7 +38,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
                        cells_per_stage=a.cells_per_stage, seed=a.seed, eval_every=a.eval_every,
                        eval_archs=a.eval_archs, eval_images=a.eval_images,
                        checkpoint_every=a.checkpoint_every,
-                       data_dir=a.data_dir, ghn=ghn)
+                       data_dir=a.data_dir, ghn=ghn, model=a.model)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -46,7 +46,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     if not a.restart and trainer.resume():
         print(f"resuming {a.out} at step {trainer.step}")
     result = trainer.run(progress=not a.quiet)
-    print(f"trained {result['step']} steps; GHN saved to {Path(a.out) / 'ghn.pt'}")
+    print(f"trained {result['step']} steps; {a.model} saved to {Path(a.out) / (a.model + '.pt')}")
     return 0
 
 
@@ -165,13 +165,47 @@ def cmd_groundtruth(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_correlate(a: argparse.Namespace) -> int:
+    from .correlate import correlate, markdown_table, model_predictor, sgd_predictor
+    from .data import cifar10_splits
+    from .groundtruth import groundtruth_set
+    from .oneshot import OneShotModel
+
+    protocol, archs, records = groundtruth_set(a.groundtruth)
+    splits = cifar10_splits(a.data_dir)
+    train, val = splits.train.head(protocol.train_images), splits.val.head(protocol.val_images)
+    predictors = []
+    for spec in a.ghn:
+        name, _, path = spec.rpartition("=")
+        predictors.append(model_predictor(name or "GHN", GraphHyperNetwork.load(path, protocol.space), val, path))
+    if a.oneshot:
+        predictors.append(model_predictor("one-shot", OneShotModel.load(a.oneshot), val, a.oneshot))
+    predictors += [sgd_predictor(k, protocol, train, val) for k in a.sgd_steps]
+    if not predictors:
+        raise ValueError("nothing to compare: give --ghn, --oneshot or --sgd-steps")
+    rows = correlate(predictors, archs, records, a.out, progress=not a.quiet,
+                     title=f"{len(records)} architectures, ground truth: {protocol.steps} SGD steps")
+    print(markdown_table(rows), end="")
+    print(f"table and scatter plot in {a.out}")
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ghn", description="Graph HyperNetworks for architecture search")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a GHN on random architectures (resumes from OUT)")
     _space_args(p, classification.TRAIN_NODES)
-    p.add_argument("--out", required=True, help="run folder: checkpoint, log, ghn.pt")
+    p.add_argument("--out", required=True, help="run folder: checkpoint, log, ghn.pt (oneshot.pt)")
+    p.add_argument("--model", choices=("ghn", "oneshot"), default="ghn",
+                   help="oneshot: the weight-sharing baseline, trained the same way (use --num-nodes 17)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--archs-per-step", type=int, default=1)
@@ -228,6 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=Protocol.lr)
     p.add_argument("--val-images", type=int, default=Protocol.val_images)
     p.set_defaults(func=cmd_groundtruth, cells_per_stage=Protocol.cells_per_stage)
+
+    p = sub.add_parser("correlate", help="rank correlation of predictors (GHN, one-shot, SGD-k) with the "
+                       "ground truth: markdown table and scatter plot (resumes)")
+    p.add_argument("--groundtruth", required=True, help="results file of `ghn groundtruth`")
+    p.add_argument("--ghn", action="append", default=[], metavar="[NAME=]PATH",
+                   help="a trained GHN (ghn.pt); repeat to compare several")
+    p.add_argument("--oneshot", help="a trained one-shot model (oneshot.pt from `ghn train --model oneshot`)")
+    p.add_argument("--sgd-steps", type=_int_list, default=[], help="comma-separated k of SGD-k, e.g. 1,2,9,100")
+    p.add_argument("--out", required=True, help="folder: predictions.json (cache), table.md, scatter.png")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_correlate)
 
     p = sub.add_parser("demo", help="train a small GHN, search, and write a report (about 10 minutes)")
     p.add_argument("--space", choices=SPACES, default="classification")

@@ -219,7 +219,8 @@ class GraphHyperNetwork(nn.Module):
         return ghn
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location="cpu", fmt: str = CHECKPOINT_FORMAT) -> dict[str, Any]:
+    """The dict saved at `path` with format tag `fmt` (a GHN's unless told), or a CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -228,6 +229,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
     except Exception as exc:  # torch raises many types for a damaged file
         raise CheckpointError(f"checkpoint {path} is corrupt or not a ghn_ext checkpoint "
                               f"(torch.load failed with {type(exc).__name__})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a ghn_ext GHN checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        what = "GHN" if fmt == CHECKPOINT_FORMAT else fmt
+        raise CheckpointError(f"{path} is not a ghn_ext {what} checkpoint")
     return ckpt

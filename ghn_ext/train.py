@@ -1,5 +1,8 @@
 """Training a GHN over random architectures (paper Sec. 4.5, 5.1.1, appendix 7.2).
 
+The same loop trains the one-shot weight-sharing baseline (``model="oneshot"``, ghn_ext.oneshot):
+both map architectures to their weights and learn from the networks' loss.
+
 Each step draws fresh random architectures, generates their weights, and minimises the cross-entropy
 of those networks on one batch of CIFAR-10 training images with Adam (lr 1e-3, halved at 50% and 75%
 of the run). The run is a pure function of its config: step s draws its architectures from a
@@ -23,6 +26,7 @@ from .evaluate import score_architectures
 from .ghn import CheckpointError, GHNConfig, GraphHyperNetwork
 from .io import atomic_save
 from .nets.network import run_network
+from .oneshot import OneShotConfig, OneShotModel
 from .progress import progress_bar
 from .spaces import make_sampler
 
@@ -55,9 +59,18 @@ class TrainConfig:
     eval_images: int = 500
     data_dir: Optional[str] = None
     ghn: dict = field(default_factory=dict)  # GHNConfig fields other than the space
+    model: str = "ghn"              # or "oneshot": the weight-sharing baseline of the same networks
 
     def ghn_config(self) -> GHNConfig:
         return GHNConfig(space=self.space, **self.ghn)
+
+    def build_model(self) -> GraphHyperNetwork | OneShotModel:
+        if self.model == "ghn":
+            return GraphHyperNetwork(self.ghn_config())
+        if self.model == "oneshot":
+            return OneShotModel(OneShotConfig(self.space, self.num_nodes, self.num_blocks,
+                                              self.channels or OneShotConfig.channels, self.cells_per_stage))
+        raise ValueError(f"unknown model {self.model!r}; choose ghn or oneshot")
 
     def sampler(self, num_nodes: Optional[int] = None):
         return make_sampler(self.space, num_nodes or self.num_nodes, self.num_blocks, self.channels,
@@ -89,7 +102,7 @@ class Trainer:
         self.checkpoint_path = self.out / "checkpoint.pt"
         self.log_path = self.out / "train_log.jsonl"
         torch.manual_seed(cfg.seed)
-        self.ghn = GraphHyperNetwork(cfg.ghn_config())
+        self.ghn = cfg.build_model()  # the GHN, or the one-shot model when cfg.model says so
         self.optimizer = torch.optim.Adam(self.ghn.parameters(), lr=cfg.lr)
         self.scheduler = lr_schedule(self.optimizer, cfg.steps)
         splits = cifar10_splits(cfg.data_dir)
@@ -177,9 +190,11 @@ class Trainer:
 
     def validate(self) -> float:
         """Mean validation accuracy of generated weights on unseen architectures (evaluation size,
-        N=17 in the classification space), drawn from a generator no training step uses."""
+        N=17 in the classification space; a one-shot model only holds its own N), drawn from a generator
+        no training step uses."""
         rng = random.Random(f"validate:{self.cfg.seed}")
-        sampler = self.cfg.sampler(num_nodes=17) if self.cfg.space == "classification" else self.sampler
+        ghn_eval = self.cfg.space == "classification" and self.cfg.model == "ghn"
+        sampler = self.cfg.sampler(num_nodes=17) if ghn_eval else self.sampler
         archs = [sampler(rng) for _ in range(self.cfg.eval_archs)]
         self.ghn.eval()
         scores = score_architectures(self.ghn, archs, self.val)
@@ -214,7 +229,7 @@ class Trainer:
                 if last or self.step % self.cfg.checkpoint_every == 0:
                     self.save_checkpoint()
         if self.step == self.cfg.steps:
-            self.ghn.save(self.out / "ghn.pt", extra={"train_config": asdict(self.cfg)})
+            self.ghn.save(self.out / f"{self.cfg.model}.pt", extra={"train_config": asdict(self.cfg)})
         return {"step": self.step, "done": self.step == self.cfg.steps}
 
 

@@ -1,0 +1,164 @@
+"""How well cheap predictors rank architectures against the SGD ground truth (paper Table 4, Fig. 6).
+
+Predictors score the ground-truth architectures (`ghn groundtruth`) on the same validation images:
+  * a trained GHN: accuracy with generated weights;
+  * SGD for k steps from scratch (the protocol's optimiser and data, only shorter);
+  * a one-shot weight-sharing model (ghn_ext.oneshot): accuracy with the shared weights.
+Each is compared with the ground truth by Pearson R over all architectures and over the top half (those
+with above-average ground truth), Spearman's rho and Kendall's tau, next to its cost: the initial cost
+(training the GHN or the one-shot model) and the cost per architecture.
+
+Predictions are cached in one JSON file per output folder, rewritten atomically after every
+architecture, so an interrupted run resumes and a rerun with more predictors only computes the new ones.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .data import Split
+from .evaluate import score_architectures
+from .graph import ArchGraph
+from .groundtruth import Protocol
+from .io import write_json_atomic
+from .progress import progress_bar
+from .search import train_briefly
+from .train import read_log
+
+
+@dataclass
+class Predictor:
+    """A named way to score architectures: `score(arch) -> accuracy`, after `initial_seconds` of setup."""
+    name: str
+    score: Callable[[ArchGraph], float]
+    initial_seconds: float = 0.0
+
+
+def model_predictor(name: str, model, val: Split, checkpoint: str | Path) -> Predictor:
+    """Accuracy with a GHN's generated (or a one-shot model's shared) weights; the initial cost is the
+    training time logged beside the checkpoint (train_log.jsonl), 0 when there is no log."""
+    log = Path(checkpoint).parent / "train_log.jsonl"
+    initial = sum(r.get("seconds", 0.0) for r in read_log(log)) if log.exists() else 0.0
+    model.eval()
+    return Predictor(name, lambda g: score_architectures(model, [g], val)[0], initial)
+
+
+def sgd_predictor(steps: int, protocol: Protocol, train: Split, val: Split) -> Predictor:
+    """Accuracy after `steps` steps of the ground truth's own SGD recipe, from scratch."""
+    return Predictor(f"SGD-{steps}", lambda g: train_briefly(g, train, val, steps, protocol.lr,
+                                                             protocol.batch_size, seed=protocol.seed))
+
+
+def rank_correlations(predicted: Sequence[float], true: Sequence[float]) -> dict[str, float]:
+    """Pearson R (all, and top half: above-average ground truth), Spearman rho, Kendall tau."""
+    from scipy import stats
+
+    p, t = np.asarray(predicted, dtype=float), np.asarray(true, dtype=float)
+    if len(p) != len(t) or len(p) < 3:
+        raise ValueError(f"need at least 3 paired scores, got {len(p)} predicted and {len(t)} true")
+
+    def pearson(a, b):  # undefined (nan) for constant input, e.g. a predictor stuck at chance
+        return float(stats.pearsonr(a, b)[0]) if np.ptp(a) > 0 and np.ptp(b) > 0 else math.nan
+
+    top = t > t.mean()
+    return {"pearson": pearson(p, t),
+            "pearson_top": pearson(p[top], t[top]) if top.sum() >= 3 else math.nan,
+            "spearman": float(stats.spearmanr(p, t)[0]) if np.ptp(p) > 0 else math.nan,
+            "kendall": float(stats.kendalltau(p, t)[0]) if np.ptp(p) > 0 else math.nan}
+
+
+class PredictionCache:
+    """out_dir/predictions.json: {predictor: {"initial_seconds", "scores": {hash: {"score", "seconds"}}}}."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.data: dict[str, Any] = {}
+        if self.path.exists():
+            try:
+                self.data = json.loads(self.path.read_text())
+                assert isinstance(self.data, dict)
+            except (json.JSONDecodeError, AssertionError):
+                raise ValueError(f"prediction cache {self.path} is damaged; move it away to recompute") from None
+
+    def run(self, predictor: Predictor, archs: Sequence[ArchGraph], progress: bool = True) -> dict[str, Any]:
+        entry = self.data.setdefault(predictor.name, {"scores": {}})
+        entry["initial_seconds"] = predictor.initial_seconds
+        scores = entry["scores"]
+        todo = [g for g in archs if g.stable_hash() not in scores]
+        with progress_bar(len(archs), len(archs) - len(todo), predictor.name, not progress) as bar:
+            for g in todo:
+                start = time.perf_counter()
+                score = predictor.score(g)
+                scores[g.stable_hash()] = {"score": score, "seconds": time.perf_counter() - start}
+                write_json_atomic(self.data, self.path)
+                bar.set_postfix(last=f"{score:.3f}")
+                bar.update(1)
+        write_json_atomic(self.data, self.path)
+        return entry
+
+
+def summarize(name: str, entry: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One table row: correlations with the ground truth and costs."""
+    scores = [entry["scores"][r["hash"]] for r in records]
+    row = {"predictor": name,
+           **rank_correlations([s["score"] for s in scores], [r["val_acc"] for r in records]),
+           "initial_hours": entry.get("initial_seconds", 0.0) / 3600,
+           "seconds_per_arch": float(np.mean([s["seconds"] for s in scores]))}
+    return row
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    head = ("| predictor | Pearson R | R, top half | Spearman | Kendall tau | initial cost (h) | "
+            "cost per architecture (s) |\n|---|---|---|---|---|---|---|\n")
+    return head + "".join(
+        f"| {r['predictor']} | {r['pearson']:.3f} | {r['pearson_top']:.3f} | {r['spearman']:.3f} | "
+        f"{r['kendall']:.3f} | {r['initial_hours']:.3f} | {r['seconds_per_arch']:.2f} |\n" for r in rows)
+
+
+def scatter_plot(entries: dict[str, dict[str, Any]], records: Sequence[dict[str, Any]], path: str | Path,
+                 title: str = "") -> Path:
+    """Predicted against true accuracy, one panel per predictor (paper Fig. 6)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    true = [r["val_acc"] for r in records]
+    fig, axes = plt.subplots(1, len(entries), figsize=(3.2 * len(entries), 3.2), squeeze=False)
+    for ax, (name, entry) in zip(axes[0], entries.items()):
+        pred = [entry["scores"][r["hash"]]["score"] for r in records]
+        ax.scatter(true, pred, s=10)
+        r = rank_correlations(pred, true)["pearson"]
+        ax.set_title(f"{name} (R = {r:.2f})", fontsize=9)
+        ax.set_xlabel("true accuracy (SGD)")
+        ax.set_ylabel("predicted accuracy")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def correlate(predictors: Sequence[Predictor], archs: Sequence[ArchGraph], records: Sequence[dict[str, Any]],
+              out_dir: str | Path, progress: bool = True, title: Optional[str] = None) -> list[dict[str, Any]]:
+    """Run (or resume) every predictor on `archs`, write table.md, table.json and scatter.png."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = PredictionCache(out / "predictions.json")
+    entries = {p.name: cache.run(p, archs, progress) for p in predictors}
+    rows = [summarize(name, entry, records) for name, entry in entries.items()]
+    (out / "table.md").write_text(markdown_table(rows))
+    write_json_atomic(rows, out / "table.json")
+    scatter_plot(entries, records, out / "scatter.png", title or "")
+    return rows
+
+
+__all__ = ["Predictor", "model_predictor", "sgd_predictor", "rank_correlations", "PredictionCache", "summarize", "markdown_table",
+           "scatter_plot", "correlate"]
