@@ -171,6 +171,8 @@ def cmd_correlate(a: argparse.Namespace) -> int:
     from .groundtruth import groundtruth_set
     from .oneshot import OneShotModel
 
+    if not (a.ghn or a.oneshot or a.sgd_steps):
+        raise ValueError("nothing to compare: give --ghn, --oneshot or --sgd-steps")
     protocol, archs, records = groundtruth_set(a.groundtruth)
     splits = cifar10_splits(a.data_dir)
     train, val = splits.train.head(protocol.train_images), splits.val.head(protocol.val_images)
@@ -181,8 +183,6 @@ def cmd_correlate(a: argparse.Namespace) -> int:
     if a.oneshot:
         predictors.append(model_predictor("one-shot", OneShotModel.load(a.oneshot), val, a.oneshot))
     predictors += [sgd_predictor(k, protocol, train, val) for k in a.sgd_steps]
-    if not predictors:
-        raise ValueError("nothing to compare: give --ghn, --oneshot or --sgd-steps")
     rows = correlate(predictors, archs, records, a.out, progress=not a.quiet,
                      title=f"{len(records)} architectures, ground truth: {protocol.steps} SGD steps")
     print(markdown_table(rows), end="")

@@ -1,0 +1,95 @@
+"""Tests of ghn_ext.correlate: rank correlations against hand-computed values, the resumable prediction
+cache, the table and plot, and the `ghn correlate` command on a tiny ground truth."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from ghn_ext.cli import main
+from ghn_ext.correlate import Predictor, correlate, markdown_table, rank_correlations
+from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
+from ghn_ext.groundtruth import Protocol, groundtruth_architectures, run_groundtruth
+
+
+def test_rank_correlations_by_hand():
+    r = rank_correlations([1, 2, 3, 4], [10, 20, 30, 40])
+    assert r == pytest.approx({"pearson": 1.0, "pearson_top": math.nan, "spearman": 1.0, "kendall": 1.0},
+                              nan_ok=True)  # top half has 2 < 3 points
+    assert rank_correlations([4, 3, 2, 1], [1, 2, 3, 4])["kendall"] == pytest.approx(-1.0)
+    # pred 1,2,3 vs true 1,3,2: concordant pairs (1,2), (1,3); discordant (2,3): tau = (2-1)/3
+    assert rank_correlations([1, 2, 3], [1, 3, 2])["kendall"] == pytest.approx(1 / 3)
+    pred, true = [0.1, 0.4, 0.2, 0.9, 0.5, 0.3, 0.8], [0.2, 0.3, 0.1, 0.8, 0.7, 0.6, 0.9]
+    r = rank_correlations(pred, true)
+    assert r["pearson"] == pytest.approx(np.corrcoef(pred, true)[0, 1])
+    top = [i for i, t in enumerate(true) if t > np.mean(true)]  # 0.8, 0.7, 0.6, 0.9
+    assert r["pearson_top"] == pytest.approx(np.corrcoef([pred[i] for i in top], [true[i] for i in top])[0, 1])
+
+
+def test_constant_predictor_gives_nan_not_an_error():
+    r = rank_correlations([0.1, 0.1, 0.1, 0.1], [0.2, 0.3, 0.4, 0.5])
+    assert all(math.isnan(v) for v in r.values())
+
+
+def test_too_few_scores():
+    with pytest.raises(ValueError, match="at least 3 paired scores"):
+        rank_correlations([1, 2], [1, 2])
+
+
+TINY = Protocol(num_nodes=3, num_blocks=1, channels=4, train_images=64, epochs=1, batch_size=32, val_images=100)
+
+
+def fake_records(n):
+    archs = groundtruth_architectures(TINY, n)
+    return archs, [{"index": i, "hash": g.stable_hash(), "val_acc": 0.1 + 0.01 * i} for i, g in enumerate(archs)]
+
+
+def test_correlate_writes_table_plot_and_resumes(tmp_path):
+    archs, records = fake_records(6)
+    acc = {r["hash"]: r["val_acc"] for r in records}
+    good = Predictor("good", lambda g: acc[g.stable_hash()] * 2, initial_seconds=3600)
+    bad = Predictor("reversed", lambda g: -acc[g.stable_hash()])
+    rows = correlate([good, bad], archs, records, tmp_path, progress=False)
+    assert [r["predictor"] for r in rows] == ["good", "reversed"]
+    assert rows[0]["pearson"] == pytest.approx(1.0) and rows[1]["spearman"] == pytest.approx(-1.0)
+    assert rows[0]["initial_hours"] == pytest.approx(1.0)
+    assert (tmp_path / "scatter.png").stat().st_size > 0
+    assert "| good | 1.000 |" in (tmp_path / "table.md").read_text()
+    assert [r["predictor"] for r in json.loads((tmp_path / "table.json").read_text())] == ["good", "reversed"]
+
+    def fail(g):
+        raise AssertionError("cached scores must not be recomputed")
+
+    again = correlate([Predictor("good", fail, 3600)], archs, records, tmp_path, progress=False)
+    assert again[0]["pearson"] == pytest.approx(1.0)
+
+
+def test_damaged_cache(tmp_path):
+    archs, records = fake_records(3)
+    (tmp_path / "predictions.json").write_text("{oops")
+    with pytest.raises(ValueError, match="damaged"):
+        correlate([Predictor("x", lambda g: 0.5)], archs, records, tmp_path, progress=False)
+
+
+def test_markdown_table():
+    row = {"predictor": "GHN", "pearson": 0.7, "pearson_top": 0.5, "spearman": 0.6, "kendall": 0.4,
+           "initial_hours": 0.25, "seconds_per_arch": 1.5}
+    assert markdown_table([row]).splitlines()[2] == "| GHN | 0.700 | 0.500 | 0.600 | 0.400 | 0.250 | 1.50 |"
+
+
+def test_cli(data_dir, tmp_path, capsys):
+    gt = tmp_path / "gt.json"
+    run_groundtruth(TINY, gt, 3, data_dir, progress=False)
+    GraphHyperNetwork(GHNConfig(block_channels=4, T=1)).save(tmp_path / "ghn.pt")
+    out = tmp_path / "corr"
+    assert main(["correlate", "--groundtruth", str(gt), "--ghn", f"tiny={tmp_path / 'ghn.pt'}", "--sgd-steps", "1",
+                 "--out", str(out), "--data-dir", data_dir, "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| tiny |" in printed and "| SGD-1 |" in printed
+    assert (out / "scatter.png").exists()
+    assert main(["correlate", "--groundtruth", str(gt), "--out", str(out), "--quiet"]) == 2
+    assert "nothing to compare" in capsys.readouterr().err
+    assert main(["correlate", "--groundtruth", str(tmp_path / "none.json"), "--sgd-steps", "1", "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
