@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 from .data import DatasetError
 from .ghn import CheckpointError, GraphHyperNetwork
 from .graph import ArchGraph, GraphError
+from .final import FinalConfig
 from .groundtruth import Protocol, run_groundtruth
 from .spaces import SPACES, classification, make_sampler, nb201
 from .train import NonFiniteLossError, TrainConfig, Trainer
@@ -190,6 +191,40 @@ def cmd_correlate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_final(a: argparse.Namespace) -> int:
+    from .final import FinalTrainer
+    from .search import SearchConfig, arch_from_record
+
+    if bool(a.arch) == bool(a.ranking):
+        raise ValueError("give exactly one of --arch (a file of architectures) and --ranking (ranking.json)")
+    if a.arch:
+        candidates = read_architectures(a.arch, a.space, a.num_blocks, a.channels, a.cells_per_stage)
+    else:
+        path = Path(a.ranking)
+        if not path.is_file():
+            raise FileNotFoundError(f"ranking file {path} does not exist")
+        try:
+            candidates = json.loads(path.read_text())["ranking"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f"{path} is not a ranking.json of `ghn search`") from None
+    if not 0 <= a.rank < len(candidates):
+        raise ValueError(f"--rank {a.rank} is out of range: {len(candidates)} architectures")
+    graph = candidates[a.rank]
+    if a.ranking:
+        macro = SearchConfig(num_blocks=a.num_blocks, channels=a.channels, cells_per_stage=a.cells_per_stage)
+        graph = arch_from_record(graph, a.space, macro)
+    cfg = FinalConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, drop_path=a.drop_path,
+                      aux_weight=a.aux_weight, cutout=a.cutout, train_images=a.train_images,
+                      val_images=a.val_images, seed=a.seed, checkpoint_every=a.checkpoint_every)
+    trainer = FinalTrainer(graph, cfg, a.out, a.data_dir)
+    if trainer.resume():
+        print(f"resuming {a.out} at step {trainer.step} of {trainer.total_steps}")
+    result = trainer.run(progress=not a.quiet)
+    print(f"{graph.stable_hash()}: validation accuracy {result['val_acc']:.4f}, test accuracy "
+          f"{result['test_acc']:.4f}; results in {Path(a.out) / 'result.json'}")
+    return 0
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
@@ -274,6 +309,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_correlate)
+
+    p = sub.add_parser("train-final", help="train a chosen architecture to the end (paper appendix 7.3: "
+                       "cosine SGD, cutout, drop-path, auxiliary head; resumes)")
+    _space_args(p, classification.EVAL_NODES)
+    p.add_argument("--arch", help="file of architectures, one per line (see `ghn score`)")
+    p.add_argument("--ranking", help="ranking.json of `ghn search`")
+    p.add_argument("--rank", type=int, default=0, help="which line / rank to train (0: the first / best)")
+    p.add_argument("--out", required=True, help="run folder: checkpoint, log, final.pt, result.json")
+    p.add_argument("--epochs", type=int, default=FinalConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=FinalConfig.batch_size)
+    p.add_argument("--lr", type=float, default=FinalConfig.lr)
+    p.add_argument("--drop-path", type=float, default=FinalConfig.drop_path)
+    p.add_argument("--aux-weight", type=float, default=FinalConfig.aux_weight)
+    p.add_argument("--cutout", type=int, default=FinalConfig.cutout)
+    p.add_argument("--train-images", type=int, default=None, help="first images of the training split (all)")
+    p.add_argument("--val-images", type=int, default=FinalConfig.val_images)
+    p.add_argument("--checkpoint-every", type=int, default=FinalConfig.checkpoint_every)
+    p.set_defaults(func=cmd_train_final)
 
     p = sub.add_parser("demo", help="train a small GHN, search, and write a report (about 10 minutes)")
     p.add_argument("--space", choices=SPACES, default="classification")

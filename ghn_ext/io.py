@@ -30,3 +30,19 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 def write_json_atomic(obj: Any, path: str | Path) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+
+
+def truncate_log(path: str | Path, steps_done: int) -> None:
+    """Keep the JSON-lines records of steps before `steps_done` (and drop lines cut short by a crash),
+    so the log of a run resumed from its checkpoint equals that of an uninterrupted run."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] < steps_done:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    path.write_text("".join(line + "\n" for line in keep))

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .data import TensorLoader, cifar10_splits
 from .evaluate import score_architectures
 from .ghn import CheckpointError, GHNConfig, GraphHyperNetwork
-from .io import atomic_save
+from .io import atomic_save, truncate_log
 from .nets.network import run_network
 from .oneshot import OneShotConfig, OneShotModel
 from .progress import progress_bar
@@ -148,21 +148,8 @@ class Trainer:
         except Exception as exc:  # a damaged file raises many kinds of errors
             raise CheckpointError(f"cannot resume from {self.checkpoint_path}: corrupt checkpoint "
                                   f"({type(exc).__name__})") from exc
-        self._truncate_log()
+        truncate_log(self.log_path, self.step)
         return True
-
-    def _truncate_log(self) -> None:
-        """Drop log lines of steps after the checkpoint, so a resumed log equals an uninterrupted one."""
-        if not self.log_path.exists():
-            return
-        keep = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                if json.loads(line)["step"] < self.step:
-                    keep.append(line)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue  # a line cut short by a crash
-        self.log_path.write_text("".join(l + "\n" for l in keep))
 
     # ------------------------------------------------------------------ training
     def train_step(self) -> dict[str, float]:
@@ -208,7 +195,7 @@ class Trainer:
         bar = progress_bar(total=self.cfg.steps, initial=self.step, desc=f"train {self.cfg.space}",
                            disable=not progress)
         ema = None
-        self._truncate_log()  # lines of a run restarted in this folder, or past the checkpoint
+        truncate_log(self.log_path, self.step)  # lines of a restarted run, or past the checkpoint
         with bar, self.log_path.open("a") as log:
             while self.step < end:
                 t0 = time.perf_counter()

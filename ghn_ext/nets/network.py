@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -90,12 +90,18 @@ def norm_count(graph: ArchGraph) -> dict[int, int]:
 
 def run_network(graph: ArchGraph, x: Tensor, weights: NodeWeights,
                 norm_stats: Optional[Mapping[tuple[int, int], tuple[Tensor, Tensor]]] = None,
-                training: bool = True) -> Tensor | list[Tensor]:
+                training: bool = True,
+                path_hook: Optional[Callable[[int, Tensor], Tensor]] = None,
+                capture: Optional[dict[int, Optional[Tensor]]] = None) -> Tensor | list[Tensor]:
     """Forward pass of `graph` on images `x` with the given weights.
 
     BatchNorm uses batch statistics unless `norm_stats` maps (node, input position) to running
     (mean, var) buffers. Returns the logits of the single classifier, or a list of every classifier's
     logits in node order when the graph has several (early exits).
+
+    For final training: `path_hook(v, y)` rewrites each per-input path y of a summing node v before
+    the sum (drop-path), and the output of every node that is a key of `capture` is stored there
+    (an auxiliary head's input).
     """
     _check_weights(graph, tuple(x.shape[1:]), weights)
     # channels-last makes CPU convolutions, pooling and BatchNorm about 2x faster for these small
@@ -118,10 +124,14 @@ def run_network(graph: ArchGraph, x: Tensor, weights: NodeWeights,
                 running = None if norm_stats is None else norm_stats.get((v, k))
                 norm = lambda t, r=running: batch_norm(t, r, training)  # noqa: E731
                 y = prim.apply(acts[u], w, node.stride, norm)
+                if path_hook is not None:
+                    y = path_hook(v, y)
                 out = y if out is None else out + y
         if prim.combine == "head":
             heads.append(out)
         acts[v] = out
+        if capture is not None and v in capture:
+            capture[v] = out
         for u in preds[v]:  # free activations no later node needs
             consumers_left[u] -= 1
             if consumers_left[u] == 0:

@@ -1,0 +1,215 @@
+"""Final training of a chosen architecture (paper appendix 7.3).
+
+SGD with momentum 0.9 and a single-period cosine schedule from lr 0.025, batch 64, cutout, scheduled
+drop-path (each summed path of a cell op dropped per example with a probability growing linearly to
+0.4 over the run) and an auxiliary classifier on the cell output at 2/3 of the depth whose loss is
+weighted 0.5. The paper trains 600 epochs on all 45,000 training images; any shorter run is a matter
+of options. Checkpoints are written atomically every few hundred steps and at every epoch's end; a
+rerun in the same folder resumes exactly (same batches, same drop masks, same optimiser state).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import TensorLoader, cifar10_splits
+from .evaluate import network_accuracy
+from .ghn import CheckpointError
+from .graph import ArchGraph
+from .io import atomic_save, truncate_log, write_json_atomic
+from .nets.network import ArchNetwork, infer_shapes, run_network
+from .primitives import PRIMITIVES
+from .progress import progress_bar
+
+STATE_FORMAT = "ghn_ext.final/1"
+# ops whose paths drop-path leaves alone: the cell's plumbing and parameter-free pass-throughs
+_NOT_DROPPED = {"bottleneck", "identity", "skip_connect", "none"}
+
+
+@dataclass(frozen=True)
+class FinalConfig:
+    epochs: int = 600
+    batch_size: int = 64
+    lr: float = 0.025                    # cosine from lr to 0 over the run
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    drop_path: float = 0.4               # final drop probability (linear from 0)
+    aux_weight: float = 0.5              # auxiliary head at 2/3 of the depth; 0 disables it
+    cutout: int = 16                     # side of the cutout square; 0 disables it
+    train_images: Optional[int] = None   # first images of the training split (None: all 45,000)
+    val_images: int = 5000
+    grad_clip: float = 5.0
+    seed: int = 0
+    checkpoint_every: int = 200          # steps
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FinalConfig":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+def cell_blocks(graph: ArchGraph) -> list[int]:
+    """Blocks holding cells: all but the first (input, stem) and the last (classifier)."""
+    return list(range(1, graph.num_blocks - 1))
+
+
+def auxiliary_tap(graph: ArchGraph) -> int:
+    """The node whose output feeds the auxiliary head: the last node of the cell at 2/3 of the depth."""
+    cells = cell_blocks(graph)
+    if not cells:
+        raise ValueError("the architecture has no cells to attach an auxiliary head to")
+    block = cells[max(0, (2 * len(cells)) // 3 - 1)]
+    return graph.block_ranges()[block][1] - 1
+
+
+def droppable_nodes(graph: ArchGraph) -> frozenset[int]:
+    cells = set(cell_blocks(graph))
+    return frozenset(v for v, n in enumerate(graph.nodes)
+                     if n.block in cells and PRIMITIVES[n.op].combine == "apply_sum" and n.op not in _NOT_DROPPED)
+
+
+class AuxiliaryHead(nn.Module):
+    """ReLU, 2x2 average pooling, 1x1 conv to 128 channels, BatchNorm, ReLU, linear classifier."""
+
+    def __init__(self, channels: int, num_classes: int = 10):
+        super().__init__()
+        self.net = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Conv2d(channels, 128, 1, bias=False),
+                                 nn.BatchNorm2d(128), nn.ReLU(), nn.Flatten(), nn.Linear(512, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def drop_path(y: torch.Tensor, p: float) -> torch.Tensor:
+    """Zero whole examples of path y with probability p, scaling the kept ones by 1/(1-p)."""
+    keep = (torch.rand(y.shape[0], 1, 1, 1, device=y.device) >= p).to(y.dtype)
+    return y * keep / (1.0 - p)
+
+
+class FinalTrainer:
+    def __init__(self, graph: ArchGraph, cfg: FinalConfig, out_dir: str | Path, data_dir: Optional[str] = None):
+        self.graph, self.cfg, self.out = graph.validate(), cfg, Path(out_dir)
+        self.checkpoint_path = self.out / "checkpoint.pt"
+        self.log_path = self.out / "log.jsonl"
+        torch.manual_seed(cfg.seed)
+        self.net = ArchNetwork(graph)
+        self.tap = auxiliary_tap(graph)
+        self.aux = AuxiliaryHead(infer_shapes(graph)[self.tap].channels) if cfg.aux_weight > 0 else None
+        self.droppable = droppable_nodes(graph)
+        params = list(self.net.parameters()) + (list(self.aux.parameters()) if self.aux else [])
+        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay, nesterov=True)
+        splits = cifar10_splits(data_dir)
+        train = splits.train.head(cfg.train_images)
+        self.val, self.test = splits.val.head(cfg.val_images), splits.test
+        self.loader = TensorLoader(train.images, train.labels, cfg.batch_size, shuffle=True, augment=True,
+                                   cutout=cfg.cutout, drop_last=True, seed=cfg.seed)
+        self.total_steps = cfg.epochs * len(self.loader)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, max(1, self.total_steps))
+        self.step = 0
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        return {"format": STATE_FORMAT, "config": asdict(self.cfg), "arch": self.graph.to_dict(),
+                "step": self.step, "net": self.net.state_dict(),
+                "aux": self.aux.state_dict() if self.aux else None,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "loader": self.loader.state_dict(), "rng": torch.get_rng_state()}
+
+    def save_checkpoint(self) -> None:
+        atomic_save(self.state(), self.checkpoint_path)
+
+    def resume(self) -> bool:
+        if not self.checkpoint_path.exists():
+            return False
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+                raise CheckpointError("not a ghn_ext final-training checkpoint")
+            if ArchGraph.from_dict(state["arch"]).stable_hash() != self.graph.stable_hash():
+                raise CheckpointError("it trains another architecture")
+            if FinalConfig.from_dict(state["config"]) != self.cfg:
+                raise CheckpointError("it was started with other settings; use another folder or the same settings")
+            self.net.load_state_dict(state["net"])
+            if self.aux:
+                self.aux.load_state_dict(state["aux"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.loader.load_state_dict(state["loader"])
+            torch.set_rng_state(state["rng"])
+            self.step = int(state["step"])
+        except CheckpointError as exc:
+            raise CheckpointError(f"cannot resume from {self.checkpoint_path}: {exc}") from exc
+        except Exception as exc:  # a damaged file raises many kinds of errors
+            raise CheckpointError(f"cannot resume from {self.checkpoint_path}: corrupt checkpoint "
+                                  f"({type(exc).__name__})") from exc
+        truncate_log(self.log_path, self.step)
+        return True
+
+    # ------------------------------------------------------------------ training
+    def train_step(self) -> dict[str, float]:
+        x, y = self.loader.next_batch()
+        p = self.cfg.drop_path * self.step / max(1, self.total_steps)
+        hook = (lambda v, t: drop_path(t, p) if v in self.droppable else t) if p > 0 else None
+        capture = {self.tap: None} if self.aux else None
+        self.net.train()
+        logits = run_network(self.graph, x, self.net.node_weights(), self.net.norm_stats(), True, hook, capture)
+        loss = F.cross_entropy(logits, y)
+        if self.aux:
+            self.aux.train()
+            loss = loss + self.cfg.aux_weight * F.cross_entropy(self.aux(capture[self.tap]), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {self.step}: non-finite loss {loss.item()}; last checkpoint "
+                                     f"{self.checkpoint_path} is intact")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
+
+    def accuracy(self, split) -> float:
+        self.net.eval()
+        return network_accuracy(self.graph, self.net.node_weights(), split, norm_stats=self.net.norm_stats())
+
+    def run(self, stop_after: Optional[int] = None, progress: bool = True) -> dict[str, Any]:
+        """Train to the end (or `stop_after` more steps, as if killed there); returns the results."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        end = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
+        per_epoch = len(self.loader)
+        truncate_log(self.log_path, self.step)  # lines of a restarted run, or past the checkpoint
+        with progress_bar(self.total_steps, self.step, "train-final", not progress) as bar, \
+                self.log_path.open("a") as log:
+            while self.step < end:
+                t0 = time.perf_counter()
+                stats = self.train_step()
+                record = {"step": self.step - 1, **stats, "seconds": round(time.perf_counter() - t0, 4)}
+                epoch_end = self.step % per_epoch == 0
+                if epoch_end:
+                    record["epoch"] = self.step // per_epoch
+                    record["val_acc"] = self.accuracy(self.val)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{stats['loss']:.3f}",
+                                **({"val_acc": f"{record['val_acc']:.3f}"} if epoch_end else {}))
+                bar.update(1)
+                if epoch_end or self.step % self.cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+        result = {"arch": self.graph.stable_hash(), "step": self.step, "done": self.step == self.total_steps}
+        if result["done"]:
+            result.update(val_acc=self.accuracy(self.val), test_acc=self.accuracy(self.test))
+            atomic_save({"arch": self.graph.to_dict(), "net": self.net.state_dict()}, self.out / "final.pt")
+            write_json_atomic({**result, "config": asdict(self.cfg)}, self.out / "result.json")
+        return result
+
+
+__all__ = ["FinalConfig", "FinalTrainer", "AuxiliaryHead", "auxiliary_tap", "droppable_nodes", "drop_path"]
