@@ -215,7 +215,13 @@ def test_ghn_training_step_on_cuda_matches_cpu():
         loss.backward()
         return loss.detach().cpu(), {n: p.grad.cpu() for n, p in ghn.named_parameters()}
 
-    loss_gpu, grads_gpu = step("cuda")
+    # full float32 on the GPU: cuDNN convolutions default to TF32, about 1e-3 relative
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        loss_gpu, grads_gpu = step("cuda")
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     loss_cpu, grads_cpu = step("cpu")
     torch.testing.assert_close(loss_gpu, loss_cpu, rtol=1e-4, atol=1e-5)
     for name, g in grads_cpu.items():
