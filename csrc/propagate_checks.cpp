@@ -101,11 +101,18 @@ PropagatePlan check_propagate_args(const at::Tensor& h0, const at::Tensor& block
   check_ptr(op, "out_ptr", (int64_t)od.size(), "out_dst.numel()");
   // Every node of a block, and every neighbour of such a node, must lie inside the block: that is
   // what makes graphs (and threads) independent and every access in bounds.
+  // `order` must also list every node of its block exactly once: an update group is then a set of
+  // distinct nodes (the CUDA kernel relies on it, and the reference's index_copy is undefined with
+  // repeated indices).
+  std::vector<char> seen(plan.N, 0);
   for (int64_t b = 0; b < plan.B; ++b) {
     const int64_t s = plan.block_ptr[b], e = plan.block_ptr[b + 1];
     for (int64_t k = s; k < e; ++k) {
       TORCH_CHECK_VALUE(ord[k] >= s && ord[k] < e, "propagate: order[", k, "] = ", ord[k],
                         " is not a node of block ", b, " [", s, ", ", e, ")");
+      TORCH_CHECK_VALUE(!seen[ord[k]], "propagate: order[", k, "] = ", ord[k],
+                        " repeats a node of block ", b, " (order must list each node once)");
+      seen[ord[k]] = 1;
       for (int64_t j = ip[k]; j < ip[k + 1]; ++j)
         TORCH_CHECK_VALUE(is[j] >= s && is[j] < e, "propagate: edge ", is[j], " -> ", k,
                           " leaves block ", b, " [", s, ", ", e, ")");
@@ -127,7 +134,9 @@ void check_propagate_backward_args(const PropagatePlan& plan, const at::Tensor& 
   TORCH_CHECK_VALUE(saved.dim() == 2 && saved.size(0) == 2 * T * plan.N && saved.size(1) == plan.D &&
                         saved.scalar_type() == h.scalar_type() && saved.device() == h.device(),
                     "propagate backward: saved must have shape (2*T*N, D) = (", 2 * T * plan.N, ", ",
-                    plan.D, ") and h's dtype, got ", python_tuple(saved.sizes()));
+                    plan.D, "), h's dtype and h's device (", h.device(), "), got ",
+                    python_tuple(saved.sizes()), ", ", python_dtype(saved.scalar_type()), " on ",
+                    saved.device());
 }
 
 }  // namespace ghn_ext

@@ -164,9 +164,12 @@ def propagate(h0: Tensor, block_ptr: Tensor, graph_block_ptr: Tensor, schedule: 
         and use_extension()
         and has_kernel("propagate", h0.device)
     ):
+        # the op wants every tensor on h0's device; the reference (and so this wrapper) also takes
+        # index tensors elsewhere, e.g. a GraphBatch's CPU tensors with a GHN on CUDA
+        index = [t.to(h0.device) for t in (block_ptr, graph_block_ptr, schedule.order, schedule.in_ptr,
+                                           schedule.in_src, schedule.out_ptr, schedule.out_dst)]
         h, _ = torch.ops.ghn_ext.propagate.default(
-            h0, block_ptr, graph_block_ptr, schedule.order, schedule.in_ptr, schedule.in_src,
-            schedule.out_ptr, schedule.out_dst, *params, int(T), scheme == "fb", bool(pass_embedding))
+            h0, *index, *params, int(T), scheme == "fb", bool(pass_embedding))
         return h
     return propagate_reference(h0, block_ptr, graph_block_ptr, schedule, GNNParams(*params), T, scheme,
                                pass_embedding)
