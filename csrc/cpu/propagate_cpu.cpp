@@ -10,7 +10,7 @@
 // Updates come in groups: one node at a time for fb, a whole block at a time for sync (every
 // member reads the state before the group). The forward records the embedding of every updated
 // node before its update in `saved` (2*T*N, D): block [s, e) owns rows [2*T*s, 2*T*e) in update
-// order (fb uses 2n-1 of every 2n rows per pass and leaves the rest zero). The backward starts
+// order (fb packs its T(2n-1) rows pass after pass and leaves the last T zero). The backward starts
 // from the final embeddings, undoes the groups in reverse order by restoring the saved rows (so
 // every neighbour read is the value the forward saw), recomputes the group's forward quantities
 // and accumulates the gradients. Parameter gradients are accumulated per thread and summed.
