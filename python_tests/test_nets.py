@@ -160,6 +160,22 @@ def test_primitive_values_match_manual_computation():
                                x.mean(dim=(2, 3)) @ lw.t() + lb)
 
 
+@pytest.mark.parametrize("size", [8, 9])
+def test_strided_1x1_conv_equals_the_strided_convolution(size):
+    # conv1x1 and bottleneck subsample instead of calling a strided 1x1 conv (a oneDNN workaround):
+    # values and gradients must be those of F.conv2d(stride=2), odd sizes included
+    x = torch.randn(2, C_IN, size, size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(C_OUT, C_IN, 1, 1, requires_grad=True)
+    for op in ("conv1x1", "bottleneck"):
+        y = PRIMITIVES[op].apply(x, {"weight": w}, 2, identity_norm)
+        xr = x.detach().contiguous().requires_grad_()     # contiguous: the correct oneDNN path
+        wr = w.detach().clone().requires_grad_()
+        ref = F.conv2d(F.relu(xr), wr, stride=2)
+        torch.testing.assert_close(y, ref)
+        g = torch.randn_like(y)
+        torch.testing.assert_close(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(ref, (xr, wr), g))
+
+
 def test_pool_conv_on_odd_size_rounds_up_like_a_strided_conv():
     x = torch.randn(1, 2, 9, 9)
     y = PRIMITIVES["pool_conv1x1"].apply(x, {"weight": torch.ones(1, 2, 1, 1)}, 2, identity_norm)
