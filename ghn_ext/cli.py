@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .ablation import STUDIES
 from .data import DatasetError
 from .ghn import CheckpointError, GraphHyperNetwork
 from .graph import ArchGraph, GraphError
@@ -191,6 +192,17 @@ def cmd_correlate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(a: argparse.Namespace) -> int:
+    from .ablation import run_ablation
+
+    base = TrainConfig(batch_size=a.batch_size, lr=a.lr, seed=a.seed, ghn={"block_channels": a.block_channels})
+    report = run_ablation(a.groundtruth, a.out, a.steps, a.study or STUDIES, a.nodes, a.T, base, a.data_dir,
+                          progress=not a.quiet)
+    print(report, end="")
+    print(f"tables and plots in {a.out}")
+    return 0
+
+
 def cmd_train_final(a: argparse.Namespace) -> int:
     from .final import FinalTrainer
     from .search import SearchConfig, arch_from_record
@@ -309,6 +321,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_correlate)
+
+    p = sub.add_parser("ablate", help="the paper's ablations on the ground truth: nodes per training cell, "
+                       "sync vs forward-backward over T, stacked-GHN variants (resumes)")
+    p.add_argument("--groundtruth", required=True, help="results file of `ghn groundtruth`")
+    p.add_argument("--out", required=True, help="folder: one run per variant, predictions.json, ablation.md, PNGs")
+    p.add_argument("--study", action="append", choices=STUDIES, default=None,
+                   help="repeat to choose several (default: all three)")
+    p.add_argument("--steps", type=int, default=300, help="training steps of every variant")
+    p.add_argument("--nodes", type=_int_list, default=[3, 5, 7, 11, 17], help="N of the nodes study")
+    p.add_argument("--T", type=_int_list, default=[1, 3, 5], help="T of the propagation study")
+    p.add_argument("--block-channels", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("train-final", help="train a chosen architecture to the end (paper appendix 7.3: "
                        "cosine SGD, cutout, drop-path, auxiliary head; resumes)")

@@ -195,6 +195,7 @@ class Trainer:
         bar = progress_bar(total=self.cfg.steps, initial=self.step, desc=f"train {self.cfg.space}",
                            disable=not progress)
         ema = None
+        trained = self.step < end
         truncate_log(self.log_path, self.step)  # lines of a restarted run, or past the checkpoint
         with bar, self.log_path.open("a") as log:
             while self.step < end:
@@ -215,8 +216,9 @@ class Trainer:
                 bar.update(1)
                 if last or self.step % self.cfg.checkpoint_every == 0:
                     self.save_checkpoint()
-        if self.step == self.cfg.steps:
-            self.ghn.save(self.out / f"{self.cfg.model}.pt", extra={"train_config": asdict(self.cfg)})
+        final = self.out / f"{self.cfg.model}.pt"
+        if self.step == self.cfg.steps and (trained or not final.exists()):
+            self.ghn.save(final, extra={"train_config": asdict(self.cfg)})
         return {"step": self.step, "done": self.step == self.cfg.steps}
 
 
