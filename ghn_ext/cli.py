@@ -203,6 +203,15 @@ def cmd_ablate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare_top(a: argparse.Namespace) -> int:
+    from .topk import compare_top_with_random
+
+    result = compare_top_with_random(a.groundtruth, a.ranking, a.out, a.k, a.data_dir, progress=not a.quiet)
+    print(result["markdown"], end="")
+    print(f"comparison and plot in {a.out}")
+    return 0
+
+
 def cmd_train_final(a: argparse.Namespace) -> int:
     from .final import FinalTrainer
     from .search import SearchConfig, arch_from_record
@@ -338,6 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("compare-top", help="train a search's top k under the ground-truth protocol and compare "
+                       "them with k random ground-truth architectures (paper Fig. 4; resumes)")
+    p.add_argument("--groundtruth", required=True, help="results file of `ghn groundtruth` (protocol, random k)")
+    p.add_argument("--ranking", required=True, help="ranking.json of `ghn search` at the protocol's shape")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--out", required=True, help="folder: trained.json, compare.md, compare.json, compare.png")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_compare_top)
 
     p = sub.add_parser("train-final", help="train a chosen architecture to the end (paper appendix 7.3: "
                        "cosine SGD, cutout, drop-path, auxiliary head; resumes)")

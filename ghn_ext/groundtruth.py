@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from .data import cifar10_splits
+from .data import Split, cifar10_splits
 from .graph import ArchGraph
 from .io import write_json_atomic
 from .progress import progress_bar
@@ -51,6 +51,11 @@ class Protocol:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Protocol":
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+def train_under_protocol(graph: ArchGraph, protocol: Protocol, train: Split, val: Split) -> float:
+    """Validation accuracy of `graph` after the protocol's SGD training (train/val: the protocol's heads)."""
+    return train_briefly(graph, train, val, protocol.steps, protocol.lr, protocol.batch_size, seed=protocol.seed)
 
 
 def groundtruth_architectures(protocol: Protocol, num_archs: int) -> list[ArchGraph]:
@@ -105,8 +110,7 @@ def run_groundtruth(protocol: Protocol, path: str | Path, num_archs: int, data_d
     with progress_bar(num_archs, num_archs - len(todo), "ground truth", not progress) as bar:
         for i in todo:
             start = time.perf_counter()
-            acc = train_briefly(archs[i], train, val, protocol.steps, protocol.lr, protocol.batch_size,
-                                seed=protocol.seed)
+            acc = train_under_protocol(archs[i], protocol, train, val)
             rec = {"index": i, **describe(archs[i]), "val_acc": acc,
                    "train_seconds": round(time.perf_counter() - start, 2)}
             results[rec["hash"]] = rec
@@ -116,4 +120,4 @@ def run_groundtruth(protocol: Protocol, path: str | Path, num_archs: int, data_d
     return sorted(results.values(), key=lambda r: r["index"])
 
 
-__all__ = ["Protocol", "groundtruth_architectures", "load_groundtruth", "groundtruth_set", "run_groundtruth"]
+__all__ = ["Protocol", "train_under_protocol", "groundtruth_architectures", "load_groundtruth", "groundtruth_set", "run_groundtruth"]
