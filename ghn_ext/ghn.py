@@ -25,7 +25,7 @@ from torch import Tensor
 from .graph import ArchGraph, GraphBatch, Node, as_graph_list
 from .io import atomic_save
 from .nets.network import ArchNetwork, infer_shapes, param_shapes
-from .ops.emit import emit_edges_reference, emit_weights
+from .ops.emit import emit_edge_weights, emit_weights
 from .ops.propagate import GNNParams, SCHEMES, propagate
 from .ops.schedule import dag_schedule
 from .primitives import OP_INDEX, OP_NAMES, PRIMITIVES
@@ -240,9 +240,9 @@ class GraphHyperNetwork(nn.Module):
             if edge.keys:
                 if h is None:
                     raise ValueError("edge-mode emission needs the node embeddings h")
-                flat = emit_edges_reference(self.edge_blocks(h, edge.edges), edge.piece_ptr,
-                                            range(len(edge.edges)), edge.piece_channels, edge.shapes,
-                                            [0, 0] * len(edge.scales), edge.scales)
+                flat = emit_edge_weights(self.edge_blocks(h, edge.edges), edge.piece_ptr,
+                                         list(range(len(edge.edges))), edge.piece_channels, edge.shapes,
+                                         [0, 0] * len(edge.scales), edge.scales)
                 _unflatten(edge.keys, flat, weights)
         return weights
 

@@ -15,7 +15,8 @@ the same errors with the same text (see :func:`check_emit_args`).
 
 Edge mode (anytime space, appendix 7.2): a weight can instead be assembled from several blocks, one
 per incoming edge of its node, laid side by side along its input channels, so its size follows the
-node's number of inputs. :func:`emit_edges_reference` is its specification.
+node's number of inputs. :func:`emit_edges_reference` is its specification, :func:`emit_edge_weights`
+the op (compiled ``torch.ops.ghn_ext.emit_edge_weights``, CPU kernel; the reference elsewhere).
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from torch import Tensor
 
 from ._extension import HAS_EXTENSION, has_kernel, use_extension
 
-__all__ = ["check_emit_args", "check_emit_edges_args", "emit_edges_reference", "emit_reference", "emit_weights",
-           "numel_of"]
+__all__ = ["check_emit_args", "check_emit_edges_args", "emit_edge_weights", "emit_edges_reference",
+           "emit_reference", "emit_weights", "numel_of"]
 
 
 def emit_reference(blocks: Tensor, node_index: Sequence[int], shapes: Sequence[int],
@@ -161,6 +162,22 @@ def emit_weights(blocks: Tensor, node_index: Sequence[int], shapes: Sequence[int
     return emit_reference(blocks, node_index, shapes, anchors, scales)
 
 
+def emit_edge_weights(blocks: Tensor, piece_ptr: Sequence[int], piece_block: Sequence[int],
+                      piece_channels: Sequence[int], shapes: Sequence[int], anchors: Sequence[int],
+                      scales: Sequence[float]) -> Tensor:
+    """Edge mode (same arguments and result as :func:`emit_edges_reference`), on the compiled
+    ``torch.ops.ghn_ext.emit_edge_weights`` where it has a kernel, else the reference."""
+    if (
+        isinstance(blocks, Tensor)
+        and (blocks.dtype in _KERNEL_DTYPES or not blocks.is_floating_point())
+        and use_extension()
+        and has_kernel("emit_edge_weights", blocks.device)
+    ):
+        return torch.ops.ghn_ext.emit_edge_weights.default(blocks, list(piece_ptr), list(piece_block),
+                                                           list(piece_channels), shapes, anchors, scales)
+    return emit_edges_reference(blocks, piece_ptr, piece_block, piece_channels, shapes, anchors, scales)
+
+
 if HAS_EXTENSION:
 
     @torch.library.register_fake("ghn_ext::emit_weights")
@@ -200,3 +217,41 @@ if HAS_EXTENSION:
 
     torch.library.register_autograd("ghn_ext::_emit_weights_backward", _emit_backward_backward,
                                     setup_context=_emit_backward_setup_context)
+
+    # edge mode: the same pattern, the piece lists travelling with the target lists
+    @torch.library.register_fake("ghn_ext::emit_edge_weights")
+    def _emit_edge_weights_fake(blocks, piece_ptr, piece_block, piece_channels, shapes, anchors, scales):
+        check_emit_edges_args(blocks, piece_ptr, piece_block, piece_channels, shapes, anchors, scales)
+        return blocks.new_empty((sum(numel_of(shapes)),))
+
+    @torch.library.register_fake("ghn_ext::_emit_edge_weights_backward")
+    def _emit_edge_weights_backward_fake(grad, piece_ptr, piece_block, piece_channels, shapes, anchors, scales,
+                                         block_shape):
+        torch._check(grad.dim() == 1 and grad.shape[0] == sum(numel_of(shapes)),
+                     lambda: f"grad must have shape ({sum(numel_of(shapes))},) (the emitted buffer), "
+                             f"got {tuple(grad.shape)}")
+        return grad.new_empty(tuple(block_shape))
+
+    def _edge_setup_context(ctx, inputs, output):
+        ctx.lists = tuple(inputs[1:7])
+        ctx.block_shape = tuple(inputs[0].shape)
+
+    def _edge_backward(ctx, grad):
+        grad_blocks = None
+        if ctx.needs_input_grad[0]:
+            grad_blocks = torch.ops.ghn_ext._emit_edge_weights_backward.default(grad, *ctx.lists, ctx.block_shape)
+        return (grad_blocks,) + (None,) * 6
+
+    torch.library.register_autograd("ghn_ext::emit_edge_weights", _edge_backward, setup_context=_edge_setup_context)
+
+    def _edge_backward_setup_context(ctx, inputs, output):
+        ctx.lists = tuple(inputs[1:7])
+
+    def _edge_backward_backward(ctx, grad_grad_blocks):
+        grad_grad = None
+        if ctx.needs_input_grad[0]:
+            grad_grad = torch.ops.ghn_ext.emit_edge_weights.default(grad_grad_blocks, *ctx.lists)
+        return (grad_grad,) + (None,) * 7
+
+    torch.library.register_autograd("ghn_ext::_emit_edge_weights_backward", _edge_backward_backward,
+                                    setup_context=_edge_backward_setup_context)
