@@ -1,4 +1,4 @@
-"""The `ghn` command: train, score, search, show, demo."""
+"""The `ghn` command: train, score, search, show, demo, anytime ..."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from . import anytime_cli
 from .ablation import STUDIES
 from .data import DatasetError
 from .ghn import CheckpointError, GraphHyperNetwork
@@ -375,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", type=int, default=FinalConfig.val_images)
     p.add_argument("--checkpoint-every", type=int, default=FinalConfig.checkpoint_every)
     p.set_defaults(func=cmd_train_final)
+
+    anytime_cli.add_parser(sub)
 
     p = sub.add_parser("demo", help="train a small GHN, search, and write a report (about 10 minutes)")
     p.add_argument("--space", choices=SPACES, default="classification")
