@@ -230,7 +230,7 @@ class ArchGraph:
             for i in range(start, end):
                 nd = self.nodes[i]
                 label = nd.op + (f"\\n{nd.channels}ch" if nd.channels else "") + \
-                    (f" /{nd.stride}" if nd.stride > 1 else "")
+                    (f" /{nd.stride}" if nd.stride > 1 else "") + (f" @{nd.scale}px" if nd.scale else "")
                 color = ', fillcolor="#f4b6b6"' if nd.exit else ""
                 lines.append(f'    n{i} [label="{label}"{color}];')
             lines.append("  }")

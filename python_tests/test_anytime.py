@@ -331,3 +331,9 @@ def test_exit_accuracies_count_each_exit():
         correct = sum(int((o[k].argmax(1) == split.labels[i:i + 10]).sum()) for o, i in zip(outs, (0, 10, 20)))
         want.append(correct / 30)
     assert accs == want and len(accs) == 3
+
+
+def test_dot_shows_scales_and_exits():
+    dot = hand_graph().to_dot()
+    assert 'label="conv3x3\\n8ch @16px", fillcolor="#f4b6b6"' in dot  # an exit
+    assert "@8px" in dot and "@32px" in dot
