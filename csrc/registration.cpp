@@ -37,7 +37,7 @@ TORCH_LIBRARY(ghn_ext, m) {
   // Edge mode (anytime bottlenecks): target t is assembled from pieces piece_ptr[t]..piece_ptr[t+1]
   // side by side along its input channels; piece p covers piece_channels[p] of them, cut from block
   // piece_block[p] like a whole weight (window, tiling, scale of its target). With one piece per
-  // target it is emit_weights. The backward as above; CPU kernels only for now.
+  // target it is emit_weights. The backward as above.
   m.def(
       "emit_edge_weights(Tensor blocks, int[] piece_ptr, int[] piece_block, int[] piece_channels, "
       "int[] shapes, int[] anchors, float[] scales) -> Tensor");

@@ -162,3 +162,31 @@ def test_ghn_weights_on_the_kernel_equal_the_reference(monkeypatch):
     for v in reference:
         for name in reference[v]:
             torch.testing.assert_close(kernel[v][name], reference[v][name], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ CUDA
+requires_cuda = pytest.mark.skipif(
+    not (torch.cuda.is_available() and ext.has_kernel("emit_edge_weights", "cuda")),
+    reason="needs a CUDA device and the compiled extension with CUDA kernels")
+
+
+@requires_cuda
+@pytest.mark.parametrize("sample", [s for s in SAMPLES if s.targets], ids=repr)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_same_bits_as_cpu(sample, dtype):
+    blocks = sample.blocks(dtype, requires_grad=True)
+    blocks_cuda = blocks.detach().cuda().requires_grad_()
+    out, out_cuda = op(blocks, *sample.lists()), op(blocks_cuda, *sample.lists())
+    assert torch.equal(out_cuda.cpu(), out)
+    g = torch.randn_like(out)
+    out.backward(g)
+    out_cuda.backward(g.cuda())
+    assert torch.equal(blocks_cuda.grad.cpu(), blocks.grad)  # same summation order, explicit rounding
+
+
+@requires_cuda
+def test_cuda_opcheck_and_gradcheck():
+    s = SAMPLES[2]
+    blocks = s.blocks(requires_grad=True).cuda().detach().requires_grad_()
+    torch.library.opcheck(torch.ops.ghn_ext.emit_edge_weights.default, (blocks, *s.lists()))
+    assert torch.autograd.gradcheck(lambda b: op(b, *s.lists()), (blocks,))

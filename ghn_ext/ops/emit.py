@@ -16,7 +16,7 @@ the same errors with the same text (see :func:`check_emit_args`).
 Edge mode (anytime space, appendix 7.2): a weight can instead be assembled from several blocks, one
 per incoming edge of its node, laid side by side along its input channels, so its size follows the
 node's number of inputs. :func:`emit_edges_reference` is its specification, :func:`emit_edge_weights`
-the op (compiled ``torch.ops.ghn_ext.emit_edge_weights``, CPU kernel; the reference elsewhere).
+the op (compiled ``torch.ops.ghn_ext.emit_edge_weights``, CPU and CUDA kernels).
 """
 from __future__ import annotations
 
