@@ -112,7 +112,7 @@ def cmd_train_final(a: argparse.Namespace) -> int:
     write_json_atomic({"flops_range": list(flops_range), "config": asdict(cfg),
                        "searched_graph": arch.to_dict(), **results}, out / "result.json")
     plot_curves({k: (r["exit_flops"], r["exit_acc"]) for k, r in results.items()}, out / "curves.png",
-                flops_range, title=f"CIFAR-10 anytime, {a.epochs} epochs")
+                flops_range, title=f"CIFAR-10 anytime, {a.epochs} epoch{'s' * (a.epochs != 1)}")
     print(f"results in {out / 'result.json'}, plot {out / 'curves.png'}")
     return 0
 

@@ -81,14 +81,15 @@ def curve_area(flops: Sequence[float], accuracies: Sequence[float], lo: float, h
 
 def plot_curves(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path,
                 flops_range: Optional[tuple[float, float]] = None, title: str = "") -> None:
-    """Accuracy against cumulative FLOPs, one line of exits per network (paper Fig. 3); the range the
-    area is taken over shaded."""
+    """Accuracy against cumulative FLOPs, one line of exits per network (paper Fig. 3), drawn as the
+    step function whose area :func:`curve_area` takes; the range it is taken over shaded."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, (flops, accs) in curves.items():
-        ax.plot([f / 1e6 for f in flops], [100 * a for a in accs], marker="o", label=name)
+        ax.plot([f / 1e6 for f in flops], [100 * a for a in accs], marker="o", drawstyle="steps-post",
+                label=name)
     if flops_range is not None:
         ax.axvspan(flops_range[0] / 1e6, flops_range[1] / 1e6, color="gray", alpha=0.1)
     ax.set_xlabel("FLOPs per image (M)")
