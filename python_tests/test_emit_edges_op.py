@@ -7,6 +7,8 @@ import random
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import ghn_ext.ops._extension as ext
 from ghn_ext.ops import HAS_EXTENSION, emit_edge_weights, emit_edges_reference, emit_weights
@@ -162,6 +164,70 @@ def test_ghn_weights_on_the_kernel_equal_the_reference(monkeypatch):
     for v in reference:
         for name in reference[v]:
             torch.testing.assert_close(kernel[v][name], reference[v][name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_parallel_chunks_match_the_reference(threads):
+    """Enough work for the CPU kernels to split rows and slabs across threads, chunk borders falling
+    inside pieces; the backward is the same whatever the thread count."""
+    rng = random.Random(threads)
+    targets = [(rng.randint(1, 40), kh, kh, (0, 0), rng.uniform(-2, 2),
+                [(rng.randrange(6), rng.randint(1, 20)) for _ in range(rng.randint(1, 4))])
+               for kh in [rng.choice((1, 3)) for _ in range(30)]]
+    sample = Sample("parallel", (6, 4, 3, 3, 3), targets, seed=threads)
+    blocks = sample.blocks(torch.float32)
+    out = op(blocks, *sample.lists())
+    assert out.numel() > 1 << 15
+    g = torch.randn(out.numel(), generator=torch.Generator().manual_seed(3))
+    backward = torch.ops.ghn_ext._emit_edge_weights_backward.default
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, threads):
+            torch.set_num_threads(n)
+            results.append((op(blocks, *sample.lists()), backward(g, *sample.lists(), list(sample.block_shape))))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0][0], emit_edges_reference(blocks, *sample.lists()))
+    assert torch.equal(results[1][0], results[0][0]) and torch.equal(results[1][1], results[0][1])
+
+
+def test_non_contiguous_blocks():
+    s = SAMPLES[2]
+    base = s.blocks()
+    view = base.transpose(3, 4).contiguous().transpose(3, 4)
+    assert not view.is_contiguous()
+    assert torch.equal(op(view, *s.lists()), emit_edges_reference(base, *s.lists()))
+
+
+@st.composite
+def edge_inputs(draw):
+    n, co, ci, k = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    targets = []
+    for _ in range(draw(st.integers(0, 5))):
+        kh, kw = draw(st.integers(1, k)), draw(st.integers(1, k))
+        pieces = [(draw(st.integers(0, n - 1)), draw(st.integers(1, 3 * ci + 1)))
+                  for _ in range(draw(st.integers(1, 4)))]
+        targets.append((draw(st.integers(1, 3 * co + 1)), kh, kw,
+                        (draw(st.integers(0, k - kh)), draw(st.integers(0, k - kw))),
+                        draw(st.floats(-4, 4, allow_nan=False, width=32)), pieces))
+    return Sample("fuzz", (n, co, ci, k, k), targets, seed=draw(st.integers(0, 2 ** 16)))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edge_inputs(), st.sampled_from([torch.float32, torch.float64]))
+def test_fuzz_matches_the_reference(sample, dtype):
+    blocks = sample.blocks(dtype)
+    want = emit_edges_reference(blocks, *sample.lists())
+    assert torch.equal(op(blocks, *sample.lists()), want)
+    if not sample.targets:
+        return
+    g = torch.randn(want.numel(), dtype=dtype, generator=torch.Generator().manual_seed(sample.seed))
+    got = torch.ops.ghn_ext._emit_edge_weights_backward.default(g, *sample.lists(), list(sample.block_shape))
+    b = blocks.clone().requires_grad_()
+    (emit_edges_reference(b, *sample.lists()) * g).sum().backward()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got, b.grad, rtol=tol, atol=tol)
 
 
 # ------------------------------------------------------------------------------------------ CUDA
