@@ -99,16 +99,16 @@ def cmd_train_final(a: argparse.Namespace) -> int:
     test = splits.test.head(a.test_images)
     cfg = AnytimeTrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, train_images=a.train_images,
                              seed=a.seed)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name, graph in (("searched", arch), ("msdnet", baseline)):
-        res = train_anytime(graph, cfg, splits.train, test, progress=not a.quiet)
+    for name, graph in (("searched", arch), ("msdnet", baseline)):  # each resumes from its checkpoint
+        res = train_anytime(graph, cfg, splits.train, test, progress=not a.quiet, checkpoint=out / f"{name}.pt")
         res["area"] = curve_area(res["exit_flops"], res["exit_acc"], *flops_range)
         res["channels"] = graph.nodes[1].channels
         results[name] = res
         print(f"{name}: area {res['area']:.4f}, exits " +
               ", ".join(f"{acc:.3f}@{f / 1e6:.1f}M" for f, acc in zip(res["exit_flops"], res["exit_acc"])))
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic({"flops_range": list(flops_range), "config": asdict(cfg),
                        "searched_graph": arch.to_dict(), **results}, out / "result.json")
     plot_curves({k: (r["exit_flops"], r["exit_acc"]) for k, r in results.items()}, out / "curves.png",
@@ -165,7 +165,7 @@ def add_parser(sub) -> None:
     baseline_args(q)
     q.add_argument("--ranking", required=True, help="ranking.json of `ghn anytime search`")
     q.add_argument("--rank", type=int, default=0, help="which architecture of the ranking (0: the best)")
-    q.add_argument("--out", required=True, help="folder: result.json, curves.png")
+    q.add_argument("--out", required=True, help="folder: checkpoints (a rerun resumes), result.json, curves.png")
     q.add_argument("--epochs", type=int, default=300)
     q.add_argument("--batch-size", type=int, default=64)
     q.add_argument("--lr", type=float, default=0.1)

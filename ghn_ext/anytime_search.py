@@ -9,12 +9,14 @@
   input is average-pooled into the bottleneck, so both networks are built from the same node type.)
 - :func:`match_width` picks the base width of an anytime genotype whose FLOPs match a budget.
 - :func:`train_anytime` is the final training recipe: SGD momentum 0.9, lr 0.1 divided by 10 at 50%
-  and 75% of the epochs, batch 64, every exit's cross-entropy averaged.
+  and 75% of the epochs, batch 64, every exit's cross-entropy averaged; with a checkpoint path it saves
+  atomically every epoch and a rerun continues where it stopped (same batches, same optimiser state).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
@@ -22,8 +24,9 @@ import torch.nn.functional as F
 
 from .data import Split, TensorLoader
 from .evaluate import curve_area, exit_accuracies
-from .ghn import GraphHyperNetwork
+from .ghn import CheckpointError, GraphHyperNetwork, load_checkpoint
 from .graph import ArchGraph, Node
+from .io import atomic_save
 from .nets.anytime import AnytimeNetwork, exit_schedule
 from .nets.network import count_flops
 from .progress import progress_bar
@@ -103,10 +106,16 @@ class AnytimeTrainConfig:
     seed: int = 0
 
 
+CHECKPOINT_FORMAT = "ghn_ext.anytime_final/1"
+
+
 def train_anytime(graph: ArchGraph, cfg: AnytimeTrainConfig, train: Split, test: Split,
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False, checkpoint: Optional[str | Path] = None,
+                  stop_after: Optional[int] = None) -> Optional[dict[str, Any]]:
     """Train an anytime network from scratch with every exit's loss; its exits' test accuracies, their
-    cumulative FLOPs and the final training loss."""
+    cumulative FLOPs and the last training loss. With `checkpoint`, resume from that file when it holds
+    this run and save to it every epoch and at the end; `stop_after` steps end the call early (as if
+    killed there) and return None."""
     torch.manual_seed(cfg.seed)
     net = AnytimeNetwork(graph)
     train = train.head(cfg.train_images)
@@ -117,10 +126,28 @@ def train_anytime(graph: ArchGraph, cfg: AnytimeTrainConfig, train: Split, test:
         raise ValueError(f"{cfg.epochs} epochs of {len(loader)} batches: nothing to train")
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [steps // 2, (3 * steps) // 4], gamma=0.1)
+    step, loss = 0, torch.tensor(math.nan)
+    run = {"hash": graph.stable_hash(), "config": asdict(cfg)}
+
+    def save() -> None:
+        atomic_save({"format": CHECKPOINT_FORMAT, **run, "step": step, "loss": loss.item(),
+                     "net": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "loader": loader.state_dict()}, checkpoint)
+
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint, fmt=CHECKPOINT_FORMAT)
+        if {k: state.get(k) for k in run} != run:
+            raise CheckpointError(f"{checkpoint} holds another run (architecture or settings differ); "
+                                  "use another output folder or the same settings")
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        loader.load_state_dict(state["loader"])
+        step, loss = int(state["step"]), torch.tensor(state["loss"])
+    end = steps if stop_after is None else min(steps, step + stop_after)
     net.train()
-    loss = torch.tensor(math.nan)
-    with progress_bar(total=steps, desc=f"train {graph.stable_hash()}", disable=not progress) as bar:
-        for _ in range(steps):
+    with progress_bar(total=steps, initial=step, desc=f"train {graph.stable_hash()}", disable=not progress) as bar:
+        while step < end:
             x, y = loader.next_batch()
             loss = torch.stack([F.cross_entropy(o, y) for o in net(x)]).mean()
             if not torch.isfinite(loss):
@@ -129,7 +156,12 @@ def train_anytime(graph: ArchGraph, cfg: AnytimeTrainConfig, train: Split, test:
             loss.backward()
             opt.step()
             sched.step()
+            step += 1
             bar.update(1)
+            if checkpoint is not None and (step % len(loader) == 0 or step == steps):
+                save()
+    if step < steps:
+        return None
     net.eval()
     accs = exit_accuracies(graph, net.node_weights(), test, net.schedule, norm_stats=net.norm_stats())
     return {"hash": graph.stable_hash(), "exit_flops": net.exit_flops, "exit_acc": accs,

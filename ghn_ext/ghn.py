@@ -167,7 +167,9 @@ class GraphHyperNetwork(nn.Module):
         self.gru_w_ih, self.gru_w_hh = param(3 * D, D), param(3 * D, D)
         self.gru_b_ih, self.gru_b_hh = param(3 * D), param(3 * D)
         block_numel = cfg.block_channels ** 2 * cfg.kernel ** 2
-        if cfg.edge_bottlenecks:  # 1x1 blocks from [parent, child] embeddings, initialised as below
+        if cfg.edge_bottlenecks:
+            # 1x1 blocks from [parent, child] embeddings, unit variance at initialisation as the node
+            # blocks below; edge_in's bias is U(-1/sqrt(2D), 1/sqrt(2D)), so E[z^2] ~ 1/(12D) here
             self.edge_in = nn.Linear(2 * D, cfg.hyper_hidden)
             self.edge_out = nn.Linear(cfg.hyper_hidden, cfg.block_channels ** 2)
             nn.init.normal_(self.edge_out.weight, std=math.sqrt(12.0 * D / cfg.hyper_hidden))
@@ -182,7 +184,6 @@ class GraphHyperNetwork(nn.Module):
         # U(-1/sqrt(D), 1/sqrt(D)): E[z^2] ~ 1/(6D), and a block entry has variance
         # std^2 * hyper_hidden / (6D) = 1 with this std.
         nn.init.normal_(self.hyper_out_w, std=math.sqrt(6.0 * D / cfg.hyper_hidden))
-        # (edge blocks: edge_in's bias is U(-1/sqrt(2D), 1/sqrt(2D)), so E[z^2] ~ 1/(12D) there)
 
     # ------------------------------------------------------------------ the three stages
     def gnn_params(self) -> GNNParams:

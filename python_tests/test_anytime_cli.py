@@ -35,6 +35,12 @@ def test_train_search_train_final(tmp_path, data_dir, capsys):
     assert ArchGraph.from_dict(result["searched_graph"]).space == "anytime"
     assert (final / "curves.png").stat().st_size > 0
     assert "searched: area" in capsys.readouterr().out
+    assert (final / "searched.pt").is_file() and (final / "msdnet.pt").is_file()
+    # a rerun finds both networks trained and only evaluates them again
+    assert cli.main(["anytime", "train-final", "--ranking", str(search / "ranking.json"), "--out", str(final),
+                     "--epochs", "1", "--train-images", "64", "--test-images", "50", "--baseline-layers", "2",
+                     "--flops-range", "0,2e6", *common]) == 0
+    assert json.loads((final / "result.json").read_text())["searched"] == result["searched"]
 
 
 @pytest.mark.parametrize("argv,match", [

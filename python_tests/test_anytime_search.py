@@ -10,7 +10,7 @@ import torch
 from ghn_ext.anytime_search import AnytimeTrainConfig, match_width, msdnet_graph, score_anytime, train_anytime
 from ghn_ext.data import Split
 from ghn_ext.evaluate import curve_area, exit_accuracies
-from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
+from ghn_ext.ghn import CheckpointError, GHNConfig, GraphHyperNetwork
 from ghn_ext.nets import count_flops, exit_schedule, param_shapes
 from ghn_ext.spaces import anytime
 from ghn_ext.train import TrainConfig, Trainer, exits_loss, read_log
@@ -107,3 +107,20 @@ def test_ghn_trains_on_random_size_anytime_networks(tmp_path, data_dir):
     log = read_log(tmp_path / "train_log.jsonl")
     assert result["done"] and len(log) == 2 and "val_acc" in log[-1]
     assert GraphHyperNetwork.load(tmp_path / "ghn.pt", space="anytime").config.edge_bottlenecks
+
+
+def test_train_anytime_resumes_exactly(tmp_path):
+    g = anytime.sample_architecture(random.Random(2), block_nodes=(3, 2, 1), num_exits=2, channels=4)
+    cfg = AnytimeTrainConfig(epochs=2, batch_size=16)
+    train, test = random_split(32), random_split(20, 1)
+    whole = train_anytime(g, cfg, train, test)
+    ckpt = tmp_path / "net.pt"
+    assert train_anytime(g, cfg, train, test, checkpoint=ckpt, stop_after=3) is None  # killed mid-epoch 2
+    resumed = train_anytime(g, cfg, train, test, checkpoint=ckpt)  # continues from the epoch-1 checkpoint
+    assert resumed == whole
+    assert train_anytime(g, cfg, train, test, checkpoint=ckpt) == whole  # finished: evaluates only
+    with pytest.raises(CheckpointError, match="holds another run"):
+        train_anytime(g, AnytimeTrainConfig(epochs=3, batch_size=16), train, test, checkpoint=ckpt)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train_anytime(g, cfg, train, test, checkpoint=tmp_path / "bad.pt")
