@@ -84,6 +84,12 @@ def read_architectures(path: str | Path, space: str, num_blocks: int = 18, chann
     return archs
 
 
+def _not_anytime(a: argparse.Namespace, instead: str) -> None:
+    """These verbs rank or train by one accuracy; anytime networks are judged by their exits' curve."""
+    if a.space == "anytime":
+        raise ValueError(f"`ghn {a.command}` does not handle anytime networks; use `ghn anytime {instead}`")
+
+
 def cmd_score(a: argparse.Namespace) -> int:
     from .data import cifar10_splits
     from .evaluate import score_architectures
@@ -117,6 +123,7 @@ def print_ranking(ranking: Sequence[dict], top: int) -> None:
 
 
 def cmd_search(a: argparse.Namespace) -> int:
+    _not_anytime(a, "search")
     from .search import run_search, top_best
     ghn = GraphHyperNetwork.load(a.ckpt, space=a.space)
     cfg = _search_config(a)
@@ -151,12 +158,14 @@ def cmd_show(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
+    _not_anytime(a, "train|search|train-final")
     from .demo import run_demo
     run_demo(a.out, a.space, a.budget, a.data_dir, progress=not a.quiet)
     return 0
 
 
 def cmd_groundtruth(a: argparse.Namespace) -> int:
+    _not_anytime(a, "train-final")
     protocol = Protocol(space=a.space, num_nodes=a.num_nodes, num_blocks=a.num_blocks,
                         channels=a.channels or Protocol.channels, cells_per_stage=a.cells_per_stage,
                         train_images=a.train_images, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
@@ -214,6 +223,7 @@ def cmd_compare_top(a: argparse.Namespace) -> int:
 
 
 def cmd_train_final(a: argparse.Namespace) -> int:
+    _not_anytime(a, "train-final")
     from .final import FinalTrainer
     from .search import SearchConfig, arch_from_record
 

@@ -46,12 +46,21 @@ def test_train_search_train_final(tmp_path, data_dir, capsys):
 @pytest.mark.parametrize("argv,match", [
     (["anytime", "train-final", "--ranking", "missing.json", "--out", "x"], "ranking file missing.json does not exist"),
     (["anytime", "search", "--ckpt", "missing.pt", "--out", "x"], "checkpoint missing.pt does not exist"),
+    (["search", "--space", "anytime", "--ckpt", "x.pt", "--out", "x"], "use `ghn anytime search`"),
+    (["train-final", "--space", "anytime", "--arch", "a.txt", "--out", "x"], "use `ghn anytime train-final`"),
+    (["groundtruth", "--space", "anytime", "--out", "x.json"], "does not handle anytime networks"),
 ])
 def test_errors_are_one_line(argv, match, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("ghn anytime: error: ") and match in err and err.count("\n") == 1
+    assert err.startswith(f"ghn {argv[0]}: error: ") and match in err and err.count("\n") == 1
+
+
+def test_show_draws_an_anytime_network(capsys):
+    assert cli.main(["show", "--space", "anytime", "--channels", "4", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "space: anytime" in out and "conv" in out
 
 
 def test_bad_flops_range_is_a_usage_error(capsys):
