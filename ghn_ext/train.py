@@ -186,9 +186,9 @@ class Trainer:
         return {"loss": loss.item(), "acc": correct / (len(y) * len(archs))}
 
     def validate(self) -> float:
-        """Mean validation accuracy of generated weights on unseen architectures (evaluation size,
-        N=17 in the classification space; a one-shot model only holds its own N), drawn from a generator
-        no training step uses."""
+        """Mean validation accuracy (an anytime network's: its last exit's) of generated weights on unseen
+        architectures at evaluation size (N=17 in the classification space, full blocks in the anytime
+        space; a one-shot model only holds its own N), drawn from a generator no training step uses."""
         rng = random.Random(f"validate:{self.cfg.seed}")
         ghn_eval = self.cfg.space == "classification" and self.cfg.model == "ghn"
         sampler = self.cfg.sampler(num_nodes=17) if ghn_eval else self.cfg.sampler(evaluation=True)
