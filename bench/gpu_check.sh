@@ -96,7 +96,7 @@ if (( BUILD_OK )); then
   stage "extension has CUDA kernels" 60 140 "$OUT/build.log" "$PY" -c '
 import ghn_ext.ops._extension as e
 assert e.HAS_EXTENSION, e.IMPORT_ERROR
-for op in ("propagate", "emit_weights", "dag_schedule"):
+for op in ("propagate", "emit_weights", "emit_edge_weights", "dag_schedule"):
     assert e.has_kernel(op, "cuda"), op
 print("extension:", e._C.__file__)' || BUILD_OK=0
 fi
@@ -105,7 +105,7 @@ grep -n -i "warning" "$OUT/build.log" | grep -i "propagate_cuda\|propagate_kerne
 # --- 2. the CUDA tests ----------------------------------------------------------------------------------
 if (( BUILD_OK && HAVE_PYTEST )); then
   stage "CUDA tests" 180 130 "$OUT/tests.log" env PYTHONUNBUFFERED=1 \
-    "$PY" -m pytest -q -rs -p no:cacheprovider python_tests/test_propagate_cuda.py python_tests/test_emit_op.py -k cuda
+    "$PY" -m pytest -q -rs -p no:cacheprovider python_tests/test_propagate_cuda.py python_tests/test_emit_op.py python_tests/test_emit_edges_op.py -k cuda
   grep -E "passed|failed|error" "$OUT/tests.log" | tail -1 | sed 's/^/         /' >>"$SUMMARY"
 else
   say "SKIPPED  CUDA tests: $( ((BUILD_OK)) && echo 'pytest missing' || echo 'no build')"

@@ -8,8 +8,14 @@
 // The backward sums every copy's gradient (times the scale) into a zero tensor of the blocks'
 // shape.
 //
+// Edge mode (ghn_ext::emit_edge_weights, reference emit_edges_reference): target t is assembled
+// from pieces piece_ptr[t] .. piece_ptr[t+1], side by side along its input channels; piece p covers
+// piece_channels[p] of them and is cut from block piece_block[p] like a whole weight. A plan then
+// holds one EmitTarget per piece, each writing its columns of the target's rows (row_stride).
+//
 // The checks below read only the int/float lists and the tensors' metadata; they raise the same
-// exception types with the same text as check_emit_args in ghn_ext/ops/emit.py.
+// exception types with the same text as check_emit_args / check_emit_edges_args in
+// ghn_ext/ops/emit.py.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -28,7 +34,8 @@ struct EmitTarget {
   int64_t o, i, kh, kw;
   int64_t row, col;
   double scale;
-  int64_t offset;  // start of this target's weight in the flat buffer
+  int64_t offset;      // start of this target's weight (or piece's first row) in the flat buffer
+  int64_t row_stride;  // elements from row a to row a + 1: i * kh * kw, or the whole weight's row
 };
 
 struct EmitPlan {
@@ -54,13 +61,20 @@ EmitPlan emit_make_plan(c10::IntArrayRef block_shape, c10::IntArrayRef node_inde
                         c10::IntArrayRef shapes, c10::IntArrayRef anchors,
                         c10::ArrayRef<double> scales);
 
+// The checks of check_emit_edges_args, in the same order; the plan has one target per piece.
+EmitPlan emit_make_edge_plan(c10::IntArrayRef block_shape, c10::IntArrayRef piece_ptr,
+                             c10::IntArrayRef piece_block, c10::IntArrayRef piece_channels,
+                             c10::IntArrayRef shapes, c10::IntArrayRef anchors,
+                             c10::ArrayRef<double> scales);
+
 // For the backward: block_shape as above (ValueError otherwise), grad a 1-D floating tensor of
 // `total` elements of a supported dtype.
 void emit_check_block_shape(c10::IntArrayRef block_shape);
 void emit_check_grad(const at::Tensor& grad, int64_t total);
 
-// Python spellings, so that messages match the reference's: "(3, 4, 5)", "torch.int64".
+// Python spellings, so that messages match the reference's: "(3, 4, 5)", "[0, 2]", "torch.int64".
 std::string python_tuple(c10::IntArrayRef values);
+std::string python_list(c10::IntArrayRef values);
 std::string python_dtype(c10::ScalarType dtype);
 
 }  // namespace ghn_ext

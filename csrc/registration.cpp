@@ -34,6 +34,17 @@ TORCH_LIBRARY(ghn_ext, m) {
   m.def(
       "_emit_weights_backward(Tensor grad, int[] node_index, int[] shapes, int[] anchors, "
       "float[] scales, SymInt[] block_shape) -> Tensor");
+  // Edge mode (anytime bottlenecks): target t is assembled from pieces piece_ptr[t]..piece_ptr[t+1]
+  // side by side along its input channels; piece p covers piece_channels[p] of them, cut from block
+  // piece_block[p] like a whole weight (window, tiling, scale of its target). With one piece per
+  // target it is emit_weights. The backward as above.
+  m.def(
+      "emit_edge_weights(Tensor blocks, int[] piece_ptr, int[] piece_block, int[] piece_channels, "
+      "int[] shapes, int[] anchors, float[] scales) -> Tensor");
+  m.def(
+      "_emit_edge_weights_backward(Tensor grad, int[] piece_ptr, int[] piece_block, "
+      "int[] piece_channels, int[] shapes, int[] anchors, float[] scales, SymInt[] block_shape) "
+      "-> Tensor");
   // GRU message passing over a batch of stacked-block DAGs (see ghn_ext/ops/propagate.py).
   //   h0 (N, D) float32/float64; block_ptr (nblocks+1,), graph_block_ptr (B+1,) int64; order,
   //   in_ptr/in_src, out_ptr/out_dst: the dag_schedule of the intra-block edges with block_ptr as

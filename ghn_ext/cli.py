@@ -1,4 +1,4 @@
-"""The `ghn` command: train, score, search, show, demo."""
+"""The `ghn` command: train, score, search, show, demo, anytime ..."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from . import anytime_cli
 from .ablation import STUDIES
 from .data import DatasetError
 from .ghn import CheckpointError, GraphHyperNetwork
@@ -83,6 +84,12 @@ def read_architectures(path: str | Path, space: str, num_blocks: int = 18, chann
     return archs
 
 
+def _not_anytime(a: argparse.Namespace, instead: str) -> None:
+    """These verbs rank or train by one accuracy; anytime networks are judged by their exits' curve."""
+    if a.space == "anytime":
+        raise ValueError(f"`ghn {a.command}` does not handle anytime networks; use `ghn anytime {instead}`")
+
+
 def cmd_score(a: argparse.Namespace) -> int:
     from .data import cifar10_splits
     from .evaluate import score_architectures
@@ -116,6 +123,7 @@ def print_ranking(ranking: Sequence[dict], top: int) -> None:
 
 
 def cmd_search(a: argparse.Namespace) -> int:
+    _not_anytime(a, "search")
     from .search import run_search, top_best
     ghn = GraphHyperNetwork.load(a.ckpt, space=a.space)
     cfg = _search_config(a)
@@ -150,12 +158,14 @@ def cmd_show(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
+    _not_anytime(a, "train|search|train-final")
     from .demo import run_demo
     run_demo(a.out, a.space, a.budget, a.data_dir, progress=not a.quiet)
     return 0
 
 
 def cmd_groundtruth(a: argparse.Namespace) -> int:
+    _not_anytime(a, "train-final")
     protocol = Protocol(space=a.space, num_nodes=a.num_nodes, num_blocks=a.num_blocks,
                         channels=a.channels or Protocol.channels, cells_per_stage=a.cells_per_stage,
                         train_images=a.train_images, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
@@ -213,6 +223,7 @@ def cmd_compare_top(a: argparse.Namespace) -> int:
 
 
 def cmd_train_final(a: argparse.Namespace) -> int:
+    _not_anytime(a, "train-final")
     from .final import FinalTrainer
     from .search import SearchConfig, arch_from_record
 
@@ -375,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", type=int, default=FinalConfig.val_images)
     p.add_argument("--checkpoint-every", type=int, default=FinalConfig.checkpoint_every)
     p.set_defaults(func=cmd_train_final)
+
+    anytime_cli.add_parser(sub)
 
     p = sub.add_parser("demo", help="train a small GHN, search, and write a report (about 10 minutes)")
     p.add_argument("--space", choices=SPACES, default="classification")

@@ -1,13 +1,16 @@
-"""Accuracy of architectures on generated weights: the GHN's search signal."""
+"""Accuracy of architectures on generated weights: the GHN's search signal; for anytime networks the
+accuracy of every exit and the area under the accuracy-FLOPs curve."""
 from __future__ import annotations
 
-from typing import Sequence
+import bisect
+from typing import Optional, Sequence
 
 import torch
 
 from .data import Split, normalize
 from .ghn import GraphHyperNetwork
 from .graph import ArchGraph
+from .nets.anytime import Exit, run_anytime
 from .nets.network import run_network
 
 
@@ -34,3 +37,65 @@ def score_architectures(ghn: GraphHyperNetwork, archs: Sequence[ArchGraph], spli
     device = next(ghn.parameters()).device
     weights = ghn(list(archs))
     return [network_accuracy(g, w, split, image_batch, device) for g, w in zip(archs, weights)]
+
+
+@torch.no_grad()
+def exit_accuracies(graph: ArchGraph, weights, split: Split, schedule: Sequence[Exit], image_batch: int = 100,
+                    device: str | torch.device = "cpu", norm_stats=None) -> list[float]:
+    """Top-1 accuracy of every exit of an anytime network on `split`, in schedule order (BatchNorm as
+    in :func:`network_accuracy`)."""
+    correct = [0] * len(schedule)
+    for start in range(0, len(split.labels), image_batch):
+        x = normalize(split.images[start:start + image_batch]).to(device)
+        y = split.labels[start:start + image_batch].to(device)
+        for k, logits in enumerate(run_anytime(graph, x, weights, list(schedule), None, norm_stats,
+                                               training=norm_stats is None)):
+            correct[k] += int((logits.argmax(1) == y).sum())
+    return [c / max(1, len(split.labels)) for c in correct]
+
+
+def accuracy_at(flops: Sequence[float], accuracies: Sequence[float], budget: float) -> float:
+    """Anytime accuracy at `budget` FLOPs: that of the last exit reached (0 before the first one)."""
+    k = bisect.bisect_right(list(flops), budget)
+    return accuracies[k - 1] if k else 0.0
+
+
+def curve_area(flops: Sequence[float], accuracies: Sequence[float], lo: float, hi: float,
+               normalize_range: bool = True) -> float:
+    """Area under the anytime accuracy-FLOPs curve over [lo, hi] FLOPs: the step function
+    :func:`accuracy_at` integrated exactly. Divided by hi - lo unless told otherwise, it is the mean
+    accuracy over budgets uniform in the range, so areas over the same range compare directly."""
+    if len(flops) != len(accuracies) or not flops:
+        raise ValueError(f"need one accuracy per exit and at least one exit; got {len(flops)} FLOP counts "
+                         f"and {len(accuracies)} accuracies")
+    if any(b < a for a, b in zip(flops, flops[1:])):
+        raise ValueError(f"exit FLOPs must be non-decreasing (cumulative), got {list(flops)}")
+    if not lo < hi:
+        raise ValueError(f"the FLOPs range needs lo < hi, got [{lo}, {hi}]")
+    area = 0.0
+    edges = [lo] + [f for f in flops if lo < f < hi] + [hi]
+    for a, b in zip(edges, edges[1:]):
+        area += accuracy_at(flops, accuracies, a) * (b - a)
+    return area / (hi - lo) if normalize_range else area
+
+
+def plot_curves(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path,
+                flops_range: Optional[tuple[float, float]] = None, title: str = "") -> None:
+    """Accuracy against cumulative FLOPs, one line of exits per network (paper Fig. 3), drawn as the
+    step function whose area :func:`curve_area` takes; the range it is taken over shaded."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, (flops, accs) in curves.items():
+        ax.plot([f / 1e6 for f in flops], [100 * a for a in accs], marker="o", drawstyle="steps-post",
+                label=name)
+    if flops_range is not None:
+        ax.axvspan(flops_range[0] / 1e6, flops_range[1] / 1e6, color="gray", alpha=0.1)
+    ax.set_xlabel("FLOPs per image (M)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

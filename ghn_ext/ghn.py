@@ -5,6 +5,11 @@ emits every free weight of the architecture.
     weights = ghn(arch)                     # {node: {name: tensor}}, differentiable
     logits = Network(arch)(images, weights)
     model = ghn.materialize(arch)           # an nn.Module holding the generated weights
+
+Anytime space (appendix 7.2): a scaled node's bottleneck reads the concatenation of its inputs, so its
+size follows the node's number of inputs. With `edge_bottlenecks` the GHN emits it edge by edge: a
+second MLP turns each incoming edge's [parent, child] embeddings into a 1x1 block, and the edges'
+pieces are laid side by side along the bottleneck's input channels.
 """
 from __future__ import annotations
 
@@ -19,8 +24,8 @@ from torch import Tensor
 
 from .graph import ArchGraph, GraphBatch, Node, as_graph_list
 from .io import atomic_save
-from .nets.network import ArchNetwork, param_shapes
-from .ops.emit import emit_weights
+from .nets.network import ArchNetwork, infer_shapes, param_shapes
+from .ops.emit import emit_edge_weights, emit_weights
 from .ops.propagate import GNNParams, SCHEMES, propagate
 from .ops.schedule import dag_schedule
 from .primitives import OP_INDEX, OP_NAMES, PRIMITIVES
@@ -49,11 +54,14 @@ class GHNConfig:
     naive_hypernet: bool = False  # one output branch per op type instead of one shared head
     max_blocks: int = 24          # parameter sets kept when blocks do not share them
     input_size: tuple[int, int, int] = (3, 32, 32)
+    edge_bottlenecks: Optional[bool] = None  # bottlenecks from edge embeddings; default: anytime space
 
     def __post_init__(self):
         if self.scheme not in SCHEMES:
             raise ValueError(f"unknown propagation scheme {self.scheme!r}; choose one of {SCHEMES}")
         object.__setattr__(self, "input_size", tuple(self.input_size))
+        if self.edge_bottlenecks is None:
+            object.__setattr__(self, "edge_bottlenecks", self.space == "anytime")
 
 
 def node_features(node: Node) -> list[float]:
@@ -79,13 +87,16 @@ class EmissionPlan:
 
     @classmethod
     def build(cls, graphs: Sequence[ArchGraph], node_offsets: Sequence[int], kernel: int,
-              input_size: tuple[int, int, int]) -> "EmissionPlan":
+              input_size: tuple[int, int, int], edge_bottlenecks: bool = False) -> "EmissionPlan":
+        """Every weight, or with `edge_bottlenecks` all but scaled nodes' bottlenecks (:class:`EdgePlan`)."""
         plan = cls([], [], [], [], [])
         for g, graph in enumerate(graphs):
             for v, params in param_shapes(graph, input_size).items():
                 head = PRIMITIVES[graph.nodes[v].op].combine == "head"
                 fan_in = None
                 for j, (name, shape) in enumerate(params.items()):
+                    if edge_bottlenecks and name == "bottleneck" and graph.nodes[v].scale:
+                        continue
                     four = tuple(shape) + (1,) * (4 - len(shape)) if len(shape) > 1 else (shape[0], 1, 1, 1)
                     if len(shape) > 1:  # each weight its own fan-in; a bias keeps its weight's
                         fan_in = math.prod(shape[1:])
@@ -100,11 +111,44 @@ class EmissionPlan:
         return plan
 
     def unflatten(self, flat: Tensor, num_graphs: int) -> list[dict[int, dict[str, Tensor]]]:
-        sizes = [math.prod(k[3]) for k in self.keys]
-        out: list[dict[int, dict[str, Tensor]]] = [{} for _ in range(num_graphs)]
-        for (g, v, name, shape), piece in zip(self.keys, torch.split(flat, sizes)):
-            out[g].setdefault(v, {})[name] = piece.view(shape)
-        return out
+        return _unflatten(self.keys, flat, [{} for _ in range(num_graphs)])
+
+
+def _unflatten(keys, flat: Tensor, out: list[dict[int, dict[str, Tensor]]]) -> list[dict[int, dict[str, Tensor]]]:
+    """Cut `flat` into the weights named by `keys` ((graph, node, name, shape) each), added to `out`."""
+    for (g, v, name, shape), piece in zip(keys, torch.split(flat, [math.prod(k[3]) for k in keys])):
+        out[g].setdefault(v, {})[name] = piece.view(shape)
+    return out
+
+
+@dataclass(frozen=True)
+class EdgePlan:
+    """Scaled nodes' bottlenecks in edge mode: one 1x1 block per incoming edge, a piece of as many input
+    channels as the parent has outputs, pieces in predecessor order (the order inputs are concatenated)."""
+    edges: list[tuple[int, int]]          # global (parent, child) of each edge block / piece
+    piece_ptr: list[int]                  # target t's pieces: piece_ptr[t]:piece_ptr[t+1]
+    piece_channels: list[int]
+    shapes: list[int]                     # (out, in, 1, 1) per target, flattened
+    scales: list[float]
+    keys: list[tuple[int, int, str, tuple[int, ...]]]
+
+    @classmethod
+    def build(cls, graphs: Sequence[ArchGraph], node_offsets: Sequence[int],
+              input_size: tuple[int, int, int]) -> "EdgePlan":
+        plan = cls([], [0], [], [], [], [])
+        for g, graph in enumerate(graphs):
+            out_shapes, preds, off = infer_shapes(graph, input_size), graph.predecessors(), node_offsets[g]
+            for v, params in param_shapes(graph, input_size).items():
+                if not graph.nodes[v].scale:
+                    continue
+                shape = params["bottleneck"]
+                plan.edges.extend((off + u, off + v) for u in preds[v])
+                plan.piece_channels.extend(out_shapes[u].channels for u in preds[v])
+                plan.piece_ptr.append(len(plan.edges))
+                plan.shapes.extend(shape)
+                plan.scales.append(math.sqrt(2.0 / shape[1]))  # He: fan-in of the whole bottleneck
+                plan.keys.append((g, v, "bottleneck", tuple(shape)))
+        return plan
 
 
 class GraphHyperNetwork(nn.Module):
@@ -123,6 +167,13 @@ class GraphHyperNetwork(nn.Module):
         self.gru_w_ih, self.gru_w_hh = param(3 * D, D), param(3 * D, D)
         self.gru_b_ih, self.gru_b_hh = param(3 * D), param(3 * D)
         block_numel = cfg.block_channels ** 2 * cfg.kernel ** 2
+        if cfg.edge_bottlenecks:
+            # 1x1 blocks from [parent, child] embeddings, unit variance at initialisation as the node
+            # blocks below; edge_in's bias is U(-1/sqrt(2D), 1/sqrt(2D)), so E[z^2] ~ 1/(12D) here
+            self.edge_in = nn.Linear(2 * D, cfg.hyper_hidden)
+            self.edge_out = nn.Linear(cfg.hyper_hidden, cfg.block_channels ** 2)
+            nn.init.normal_(self.edge_out.weight, std=math.sqrt(12.0 * D / cfg.hyper_hidden))
+            nn.init.zeros_(self.edge_out.bias)
         self.hyper_in = nn.Linear(D, cfg.hyper_hidden)
         branches = len(OP_NAMES) if cfg.naive_hypernet else 1
         self.hyper_out_w = nn.Parameter(torch.empty(branches, block_numel, cfg.hyper_hidden))
@@ -171,11 +222,30 @@ class GraphHyperNetwork(nn.Module):
         c, k = cfg.block_channels, cfg.kernel
         return out.view(-1, c, c, k, k)
 
-    def emit(self, batch: GraphBatch, blocks: Tensor) -> list[dict[int, dict[str, Tensor]]]:
-        plan = EmissionPlan.build(batch.graphs, batch.node_ptr.tolist(), self.config.kernel,
-                                  self.config.input_size)
+    def edge_blocks(self, h: Tensor, edges: Sequence[tuple[int, int]]) -> Tensor:
+        """The edge hypernet: (N, D) embeddings and (parent, child) pairs -> (E, C, C, 1, 1) blocks."""
+        idx = torch.tensor(edges, dtype=torch.int64, device=h.device).view(-1, 2)
+        z = torch.relu(self.edge_in(torch.cat([h[idx[:, 0]], h[idx[:, 1]]], dim=1)))
+        c = self.config.block_channels
+        return self.edge_out(z).view(-1, c, c, 1, 1)
+
+    def emit(self, batch: GraphBatch, blocks: Tensor, h: Optional[Tensor] = None
+             ) -> list[dict[int, dict[str, Tensor]]]:
+        """Every weight of every graph; edge mode needs the embeddings `h` as well."""
+        cfg, offsets = self.config, batch.node_ptr.tolist()
+        plan = EmissionPlan.build(batch.graphs, offsets, cfg.kernel, cfg.input_size, cfg.edge_bottlenecks)
         flat = emit_weights(blocks, plan.node_index, plan.shapes, plan.anchors, plan.scales)
-        return plan.unflatten(flat, batch.num_graphs)
+        weights = plan.unflatten(flat, batch.num_graphs)
+        if cfg.edge_bottlenecks:
+            edge = EdgePlan.build(batch.graphs, offsets, cfg.input_size)
+            if edge.keys:
+                if h is None:
+                    raise ValueError("edge-mode emission needs the node embeddings h")
+                flat = emit_edge_weights(self.edge_blocks(h, edge.edges), edge.piece_ptr,
+                                         list(range(len(edge.edges))), edge.piece_channels, edge.shapes,
+                                         [0, 0] * len(edge.scales), edge.scales)
+                _unflatten(edge.keys, flat, weights)
+        return weights
 
     # ------------------------------------------------------------------ public API
     def forward(self, arch_or_batch: ArchGraph | Sequence[ArchGraph] | GraphBatch):
@@ -185,7 +255,7 @@ class GraphHyperNetwork(nn.Module):
             self.check_space(g)
         batch = arch_or_batch if isinstance(arch_or_batch, GraphBatch) else GraphBatch.from_graphs(graphs)
         h = self.propagate(batch, self.initial_embeddings(batch))
-        weights = self.emit(batch, self.blocks(batch, h))
+        weights = self.emit(batch, self.blocks(batch, h), h)
         return weights[0] if isinstance(arch_or_batch, ArchGraph) else weights
 
     def check_space(self, graph: ArchGraph) -> None:

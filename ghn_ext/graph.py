@@ -34,8 +34,10 @@ class Node:
     block: int = 0
     channels: int = 0      # output channels (classes for a classifier)
     stride: int = 1
-    scale: int = 0         # spatial size the node works at (anytime space); 0 = inherited
-    exit: bool = False     # carries an early-exit classifier (anytime space)
+    # spatial size the node works at (anytime space): its inputs are resampled to it, concatenated
+    # and bottlenecked before its op (primitives.concat_bottleneck); 0 = inherited, inputs summed
+    scale: int = 0
+    exit: bool = False     # feeds an early-exit classifier (anytime space)
     name: str = ""         # free-form label, e.g. the NAS-Bench-201 edge "1<-0"
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +118,11 @@ class ArchGraph:
                                  "nodes must be stored in block order")
             if node.stride < 1 or (node.stride > 1 and not PRIMITIVES[node.op].allows_stride):
                 raise GraphError(f"node {i} ({node.op}): invalid stride {node.stride}")
+            if node.scale < 0:
+                raise GraphError(f"node {i} ({node.op}): negative scale {node.scale}")
+            if node.scale and (PRIMITIVES[node.op].combine != "apply_sum" or node.stride != 1):
+                raise GraphError(f"node {i} ({node.op}): only stride-1 operation nodes can have a scale "
+                                 "(the scale sets their resolution)")
         for e, (u, v) in enumerate(self.edges):
             if not (0 <= u < n and 0 <= v < n):
                 raise GraphError(f"edge {e} ({u} -> {v}): node index out of range [0, {n})")
@@ -138,6 +145,8 @@ class ArchGraph:
             if not succs[i] and combine != "head":
                 raise GraphError(f"node {i} ({node.op}) reaches no output: its result is never used "
                                  "and it is not a classifier")
+            if node.exit and not any(PRIMITIVES[self.nodes[s].op].combine == "head" for s in succs[i]):
+                raise GraphError(f"node {i} ({node.op}) is marked as an exit but feeds no classifier")
         return self
 
     def levels(self) -> list[int]:
@@ -221,7 +230,7 @@ class ArchGraph:
             for i in range(start, end):
                 nd = self.nodes[i]
                 label = nd.op + (f"\\n{nd.channels}ch" if nd.channels else "") + \
-                    (f" /{nd.stride}" if nd.stride > 1 else "")
+                    (f" /{nd.stride}" if nd.stride > 1 else "") + (f" @{nd.scale}px" if nd.scale else "")
                 color = ', fillcolor="#f4b6b6"' if nd.exit else ""
                 lines.append(f'    n{i} [label="{label}"{color}];')
             lines.append("  }")

@@ -4,7 +4,9 @@ Each op says which free weights it needs (shapes derived from the node and its i
 how it transforms one input tensor with those weights. How a node combines several inputs is the
 op's `combine` rule: ``"apply_sum"`` applies the op to each input and sums the results (paper Eq. 7),
 ``"concat"`` concatenates inputs along channels, ``"source"`` is the network's image input and
-``"head"`` pools and classifies.
+``"head"`` pools and classifies. A node with a scale (anytime space, appendix 7.1) overrides
+``apply_sum``: it brings every input to its scale, concatenates them and applies a 1x1 bottleneck,
+then its op once (:func:`concat_bottleneck`).
 
 Weights are plain tensors passed in from outside (a hypernetwork or an ``nn.Module``); BatchNorm has
 no affine parameters, so this table names every free weight a network has.
@@ -12,7 +14,7 @@ no affine parameters, so this table names every free weight a network has.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -137,6 +139,24 @@ PRIMITIVES: dict[str, Primitive] = {p.name: p for p in [
 # Fixed order of the vocabulary: a node's op one-hot index is its position here.
 OP_NAMES: tuple[str, ...] = tuple(PRIMITIVES)
 OP_INDEX: dict[str, int] = {name: i for i, name in enumerate(OP_NAMES)}
+
+
+def resample(x: Tensor, size: int) -> Tensor:
+    """A square feature map brought to `size` x `size`: average pooling down, nearest upsampling up
+    (sizes must divide one another; shape inference checks that before any tensor is touched)."""
+    h = x.shape[-1]
+    if h > size:
+        return F.avg_pool2d(x, h // size)
+    if h < size:
+        return F.interpolate(x, scale_factor=size // h, mode="nearest")
+    return x
+
+
+def concat_bottleneck(inputs: Sequence[Tensor], bottleneck: Tensor, scale: int, norm) -> Tensor:
+    """Input of a scaled node's op: every input resampled to `scale`, concatenated along channels in
+    predecessor order, then ReLU-conv1x1-BN with `bottleneck` of shape (C, sum of input channels, 1, 1)."""
+    x = torch.cat([resample(t, scale) for t in inputs], dim=1)
+    return _relu_conv(x, {"weight": bottleneck}, 1, norm)
 
 
 def batch_norm(x: Tensor, running: Optional[tuple[Tensor, Tensor]], training: bool) -> Tensor:

@@ -72,9 +72,11 @@ class TrainConfig:
                                               self.channels or OneShotConfig.channels, self.cells_per_stage))
         raise ValueError(f"unknown model {self.model!r}; choose ghn or oneshot")
 
-    def sampler(self, num_nodes: Optional[int] = None):
+    def sampler(self, num_nodes: Optional[int] = None, evaluation: bool = False):
+        """Training architectures; anytime networks have random node counts per block (appendix 7.2)
+        unless `evaluation` asks for the full-size networks the search ranks."""
         return make_sampler(self.space, num_nodes or self.num_nodes, self.num_blocks, self.channels,
-                            self.cells_per_stage)
+                            self.cells_per_stage, random_nodes=self.space == "anytime" and not evaluation)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -86,6 +88,14 @@ def step_architectures(cfg: TrainConfig, step: int, sampler=None):
     rng = random.Random(f"train:{cfg.seed}:{step}")
     sampler = sampler or cfg.sampler()
     return [sampler(rng) for _ in range(cfg.archs_per_step)]
+
+
+def exits_loss(logits: torch.Tensor | list[torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Cross-entropy averaged over a network's classifiers (every exit of an anytime network) and the
+    number of images its last classifier gets right."""
+    outs = logits if isinstance(logits, list) else [logits]
+    loss = torch.stack([F.cross_entropy(o, y) for o in outs]).mean()
+    return loss, int((outs[-1].argmax(1) == y).sum())
 
 
 def lr_schedule(optimizer, steps: int):
@@ -158,9 +168,9 @@ class Trainer:
         weights = self.ghn(archs)
         losses, correct = [], 0
         for g, w in zip(archs, weights):
-            logits = run_network(g, x, w)
-            losses.append(F.cross_entropy(logits, y))
-            correct += int((logits.argmax(1) == y).sum())
+            loss, right = exits_loss(run_network(g, x, w), y)
+            losses.append(loss)
+            correct += right
         loss = torch.stack(losses).mean()
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -176,12 +186,12 @@ class Trainer:
         return {"loss": loss.item(), "acc": correct / (len(y) * len(archs))}
 
     def validate(self) -> float:
-        """Mean validation accuracy of generated weights on unseen architectures (evaluation size,
-        N=17 in the classification space; a one-shot model only holds its own N), drawn from a generator
-        no training step uses."""
+        """Mean validation accuracy (an anytime network's: its last exit's) of generated weights on unseen
+        architectures at evaluation size (N=17 in the classification space, full blocks in the anytime
+        space; a one-shot model only holds its own N), drawn from a generator no training step uses."""
         rng = random.Random(f"validate:{self.cfg.seed}")
         ghn_eval = self.cfg.space == "classification" and self.cfg.model == "ghn"
-        sampler = self.cfg.sampler(num_nodes=17) if ghn_eval else self.sampler
+        sampler = self.cfg.sampler(num_nodes=17) if ghn_eval else self.cfg.sampler(evaluation=True)
         archs = [sampler(rng) for _ in range(self.cfg.eval_archs)]
         self.ghn.eval()
         scores = score_architectures(self.ghn, archs, self.val)

@@ -27,8 +27,9 @@ from ghn_ext.spaces import SPACES, classification, nb201  # noqa: E402
 from ghn_ext.train import read_log  # noqa: E402
 
 VERBS = {"train", "score", "search", "show", "demo", "groundtruth", "correlate", "train-final", "ablate",
-         "compare-top"}
-SPACELESS_VERBS = {"correlate", "ablate", "compare-top"}  # their space is the ground-truth file's
+         "compare-top", "anytime"}
+# their space is the ground-truth file's, or the anytime space
+SPACELESS_VERBS = {"correlate", "ablate", "compare-top", "anytime"}
 NB201_ARCHS = ["|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
                "|none~0|+|skip_connect~0|none~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|"]
 CELL_A = {"ops": ["sep_conv3x3", "max_pool3x3", "identity"], "inputs": [[0], [1], [2, 3]]}

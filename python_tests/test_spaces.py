@@ -10,6 +10,7 @@ from ghn_ext import spaces
 from ghn_ext.graph import ArchGraph, GraphError
 from ghn_ext.nets.network import count_flops, infer_shapes
 from ghn_ext.primitives import PRIMITIVES
+from ghn_ext.spaces import anytime
 from ghn_ext.spaces import classification as cls_space
 from ghn_ext.spaces import nb201
 from ghn_ext.spaces.classification import Cell
@@ -221,7 +222,9 @@ def test_classification_sample_architecture():
 
 # --------------------------------------------------------------------------------- spaces/__init__
 def test_spaces_dispatch():
-    assert spaces.SPACES == ("classification", "nb201")
+    assert spaces.SPACES == ("classification", "nb201", "anytime")
+    c = spaces.sample_architecture("anytime", random.Random(3), channels=4, num_exits=3)
+    assert c.space == "anytime" and c == anytime.sample_architecture(random.Random(3), channels=4, num_exits=3)
     a = spaces.sample_architecture("nb201", random.Random(3))
     assert a.space == "nb201" and a == nb201.sample_architecture(random.Random(3))
     b = spaces.sample_architecture("classification", random.Random(3), num_nodes=3, num_blocks=2, channels=4)

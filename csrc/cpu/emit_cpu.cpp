@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <climits>
 #include <cstring>
 #include <sstream>
 #include <string>
@@ -65,6 +66,14 @@ std::string python_tuple(c10::IntArrayRef values) {
   }
   if (values.size() == 1) ss << ",";
   ss << ")";
+  return ss.str();
+}
+
+std::string python_list(c10::IntArrayRef values) {
+  std::ostringstream ss;
+  ss << "[";
+  for (size_t k = 0; k < values.size(); ++k) ss << (k > 0 ? ", " : "") << values[k];
+  ss << "]";
   return ss.str();
 }
 
@@ -164,9 +173,55 @@ EmitPlan emit_make_plan(c10::IntArrayRef block_shape, c10::IntArrayRef node_inde
     TORCH_CHECK_VALUE(!overflow, "target ", t, ": shape ", python_tuple(shapes.slice(4 * t, 4)),
                       " makes the emitted buffer too large");
     tg.offset = offset;
+    tg.row_stride = numel / tg.o;
     offset += numel;
   }
   plan.total = offset;
+  return plan;
+}
+
+EmitPlan emit_make_edge_plan(c10::IntArrayRef block_shape, c10::IntArrayRef piece_ptr,
+                             c10::IntArrayRef piece_block, c10::IntArrayRef piece_channels,
+                             c10::IntArrayRef shapes, c10::IntArrayRef anchors,
+                             c10::ArrayRef<double> scales) {
+  const int64_t n_targets = static_cast<int64_t>(scales.size());
+  const int64_t n_pieces = static_cast<int64_t>(piece_block.size());
+  TORCH_CHECK_VALUE(static_cast<int64_t>(piece_ptr.size()) == n_targets + 1 && piece_ptr[0] == 0 &&
+                        piece_ptr[n_targets] == n_pieces,
+                    "piece_ptr must hold ", n_targets + 1, " offsets from 0 to the ", n_pieces,
+                    " pieces, got ", python_list(piece_ptr));
+  TORCH_CHECK_VALUE(static_cast<int64_t>(piece_channels.size()) == n_pieces, n_pieces,
+                    " pieces need as many channel counts, got ", piece_channels.size());
+  std::vector<int64_t> first(n_targets);
+  for (int64_t t = 0; t < n_targets; ++t) {
+    TORCH_CHECK_VALUE(piece_ptr[t + 1] > piece_ptr[t], "target ", t,
+                      ": needs at least one piece (offsets ", piece_ptr[t], ", ", piece_ptr[t + 1],
+                      ")");
+    first[t] = piece_block[piece_ptr[t]];
+  }
+  // the shared checks and the targets' offsets, each target's first block standing for its node
+  const EmitPlan whole = emit_make_plan(block_shape, first, shapes, anchors, scales);
+  EmitPlan plan = whole;
+  plan.targets.clear();
+  plan.targets.reserve(n_pieces);
+  for (int64_t t = 0; t < n_targets; ++t) {
+    const EmitTarget& tg = whole.targets[t];
+    int64_t column = 0;  // input channels covered so far
+    for (int64_t p = piece_ptr[t]; p < piece_ptr[t + 1]; ++p) {
+      TORCH_CHECK_INDEX(piece_block[p] >= 0 && piece_block[p] < plan.N, "piece ", p, " of target ",
+                        t, ": block index ", piece_block[p], " out of range [0, ", plan.N, ")");
+      TORCH_CHECK_VALUE(piece_channels[p] >= 1, "piece ", p, " of target ", t, ": ",
+                        piece_channels[p], " channels, must be positive");
+      EmitTarget piece = tg;
+      piece.node = piece_block[p];
+      piece.i = piece_channels[p];
+      piece.offset = tg.offset + std::min(column, tg.i) * tg.kh * tg.kw;
+      plan.targets.push_back(piece);
+      if (__builtin_add_overflow(column, piece_channels[p], &column)) column = INT64_MAX;
+    }
+    TORCH_CHECK_VALUE(column == tg.i, "target ", t, ": its pieces cover ", column,
+                      " input channels, its shape has ", tg.i);
+  }
   return plan;
 }
 
@@ -196,14 +251,14 @@ void emit_rows(const EmitTarget& tg, int64_t a0, int64_t a1, const EmitPlan& pla
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t K = plan.K, KK = K * K, Ci = plan.Ci, Co = plan.Co;
   const int64_t kh = tg.kh, kw = tg.kw, area = kh * kw;
-  const int64_t row_len = tg.i * area;
+  const int64_t row_len = tg.i * area, stride = tg.row_stride;
   const int64_t period = std::min(tg.i, Ci) * area;  // the computed part of a row
   const opmath_t s = static_cast<opmath_t>(tg.scale);
   const scalar_t* node_block = blocks + tg.node * plan.block_numel() + tg.row * K + tg.col;
   for (int64_t a = a0; a < a1; ++a) {
-    scalar_t* __restrict__ dst = out + tg.offset + a * row_len;
+    scalar_t* __restrict__ dst = out + tg.offset + a * stride;
     if (a - Co >= a0) {  // same as row a - Co, written by this thread
-      std::memcpy(dst, dst - Co * row_len, row_len * sizeof(scalar_t));
+      std::memcpy(dst, dst - Co * stride, row_len * sizeof(scalar_t));
       continue;
     }
     const scalar_t* src = node_block + (a % Co) * Ci * KK;  // block[node, a % Co, 0, row, col]
@@ -264,7 +319,7 @@ void emit_backward_kernel(const EmitPlan& plan, const scalar_t* grad, acc_t* gra
         const int64_t kh = tg.kh, kw = tg.kw, area = kh * kw;
         acc_t* window = slab_ptr + tg.row * K + tg.col;
         for (int64_t a = p; a < tg.o; a += Co) {
-          const scalar_t* row = grad + tg.offset + a * tg.i * area;  // grad[a]
+          const scalar_t* row = grad + tg.offset + a * tg.row_stride;  // grad[a]
           for (int64_t b0 = 0; b0 < tg.i; b0 += Ci) {  // b = b0 + bm, bm = b % Ci
             const int64_t nb = std::min(Ci, tg.i - b0);
             const scalar_t* __restrict__ src = row + b0 * area;
@@ -288,11 +343,9 @@ void emit_backward_kernel(const EmitPlan& plan, const scalar_t* grad, acc_t* gra
 
 }  // namespace
 
-at::Tensor emit_weights_cpu(const at::Tensor& blocks_in, c10::IntArrayRef node_index,
-                            c10::IntArrayRef shapes, c10::IntArrayRef anchors,
-                            c10::ArrayRef<double> scales) {
-  emit_check_blocks(blocks_in);
-  const EmitPlan plan = emit_make_plan(blocks_in.sizes(), node_index, shapes, anchors, scales);
+namespace {
+
+at::Tensor emit_forward(const at::Tensor& blocks_in, const EmitPlan& plan) {
   at::Tensor out = at::empty({plan.total}, blocks_in.options());
   if (plan.total == 0) return out;
   const at::Tensor blocks = blocks_in.contiguous();
@@ -305,12 +358,9 @@ at::Tensor emit_weights_cpu(const at::Tensor& blocks_in, c10::IntArrayRef node_i
   return out;
 }
 
-at::Tensor emit_weights_backward_cpu(const at::Tensor& grad_in, c10::IntArrayRef node_index,
-                                     c10::IntArrayRef shapes, c10::IntArrayRef anchors,
-                                     c10::ArrayRef<double> scales, c10::IntArrayRef block_shape) {
-  emit_check_block_shape(block_shape);
-  const EmitPlan plan = emit_make_plan(block_shape, node_index, shapes, anchors, scales);
-  emit_check_grad(grad_in, plan.total);
+// block_shape and grad checked by the caller
+at::Tensor emit_backward(const at::Tensor& grad_in, const EmitPlan& plan,
+                         c10::IntArrayRef block_shape) {
   const c10::ScalarType dtype = grad_in.scalar_type();
   const c10::ScalarType acc_dtype = at::toOpMathType(dtype);
   at::Tensor grad_blocks;
@@ -328,9 +378,50 @@ at::Tensor emit_weights_backward_cpu(const at::Tensor& grad_in, c10::IntArrayRef
   return acc_dtype == dtype ? grad_blocks : grad_blocks.to(dtype);
 }
 
+}  // namespace
+
+at::Tensor emit_weights_cpu(const at::Tensor& blocks, c10::IntArrayRef node_index,
+                            c10::IntArrayRef shapes, c10::IntArrayRef anchors,
+                            c10::ArrayRef<double> scales) {
+  emit_check_blocks(blocks);
+  return emit_forward(blocks, emit_make_plan(blocks.sizes(), node_index, shapes, anchors, scales));
+}
+
+at::Tensor emit_weights_backward_cpu(const at::Tensor& grad, c10::IntArrayRef node_index,
+                                     c10::IntArrayRef shapes, c10::IntArrayRef anchors,
+                                     c10::ArrayRef<double> scales, c10::IntArrayRef block_shape) {
+  emit_check_block_shape(block_shape);
+  const EmitPlan plan = emit_make_plan(block_shape, node_index, shapes, anchors, scales);
+  emit_check_grad(grad, plan.total);
+  return emit_backward(grad, plan, block_shape);
+}
+
+at::Tensor emit_edge_weights_cpu(const at::Tensor& blocks, c10::IntArrayRef piece_ptr,
+                                 c10::IntArrayRef piece_block, c10::IntArrayRef piece_channels,
+                                 c10::IntArrayRef shapes, c10::IntArrayRef anchors,
+                                 c10::ArrayRef<double> scales) {
+  emit_check_blocks(blocks);
+  return emit_forward(blocks, emit_make_edge_plan(blocks.sizes(), piece_ptr, piece_block,
+                                                  piece_channels, shapes, anchors, scales));
+}
+
+at::Tensor emit_edge_weights_backward_cpu(const at::Tensor& grad, c10::IntArrayRef piece_ptr,
+                                          c10::IntArrayRef piece_block,
+                                          c10::IntArrayRef piece_channels, c10::IntArrayRef shapes,
+                                          c10::IntArrayRef anchors, c10::ArrayRef<double> scales,
+                                          c10::IntArrayRef block_shape) {
+  emit_check_block_shape(block_shape);
+  const EmitPlan plan = emit_make_edge_plan(block_shape, piece_ptr, piece_block, piece_channels,
+                                            shapes, anchors, scales);
+  emit_check_grad(grad, plan.total);
+  return emit_backward(grad, plan, block_shape);
+}
+
 TORCH_LIBRARY_IMPL(ghn_ext, CPU, m) {
   m.impl("emit_weights", &emit_weights_cpu);
   m.impl("_emit_weights_backward", &emit_weights_backward_cpu);
+  m.impl("emit_edge_weights", &emit_edge_weights_cpu);
+  m.impl("_emit_edge_weights_backward", &emit_edge_weights_backward_cpu);
 }
 
 }  // namespace ghn_ext

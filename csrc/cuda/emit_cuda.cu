@@ -1,15 +1,20 @@
-// CUDA implementation of ghn_ext::emit_weights and ghn_ext::_emit_weights_backward (same
-// semantics as csrc/cpu/emit_cpu.cpp; checks shared through csrc/emit.h).
+// CUDA implementation of ghn_ext::emit_weights and ghn_ext::_emit_weights_backward, and of their
+// edge mode ghn_ext::emit_edge_weights / _emit_edge_weights_backward (same semantics as
+// csrc/cpu/emit_cpu.cpp; checks shared through csrc/emit.h). In edge mode a plan target is a piece:
+// it writes its columns of its weight's rows, row_stride apart; in node mode row_stride = i*kh*kw.
 //
 // The host validates the int lists (no device data is read, no sync) and uploads one packed int64
 // table per call with a single asynchronous copy from pinned memory:
-//   offsets      [T + 1]  flat offset of each target, offsets[T] = total (strictly increasing)
-//   meta         [T * 8]  node, o, i, kh, kw, row, col, bits of the float64 scale
+//   offsets      [T + 1]  the targets' numels accumulated, offsets[T] = total (strictly increasing):
+//                         where each target's elements start in the order threads enumerate them
+//   meta         [T * 10] node, o, i, kh, kw, row, col, bits of the float64 scale, flat offset of
+//                         row 0, row_stride
 //   node_ptr     [N + 1]  (backward only) targets grouped by node, CSR, target order kept
 //   node_targets [T]
 // Forward, one launch: one thread per output element (grid-stride), consecutive threads write
-// consecutive outputs (coalesced); a thread finds its target by binary search in `offsets` (a few
-// KB, cached), decomposes its position into (a, b, y, x) with 32-bit arithmetic and reads
+// consecutive outputs within a target's row (coalesced); a thread finds its target by binary search
+// in `offsets` (a few KB, cached), decomposes its position into (a, b, y, x) with 32-bit arithmetic,
+// writes flat offset + a * row_stride + (b, y, x) and reads
 // block[node, a % Co, b % Ci, row + y, col + x] (neighbouring x are neighbouring addresses).
 // Backward, one launch, deterministic gather (no atomics, no zero fill): one thread per entry of
 // the block gradient walks its node's targets and, if the entry lies in the target's window, sums
@@ -38,7 +43,7 @@ namespace ghn_ext {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMeta = 8;  // int64 fields per target in the meta table
+constexpr int kMeta = 10;  // int64 fields per target in the meta table
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 
 int64_t num_blocks(int64_t n) {
@@ -95,14 +100,14 @@ __global__ void emit_forward_kernel(const scalar_t* __restrict__ blocks,
                         (static_cast<int64_t>(a % Co) * Ci + (b % Ci)) * K * K +
                         static_cast<int64_t>(m[5] + y) * K + m[6] + x;
     const opmath_t s = static_cast<opmath_t>(__longlong_as_double(m[7]));
-    out[pos] = static_cast<scalar_t>(static_cast<opmath_t>(blocks[src]) * s);
+    const int64_t dst = m[8] + static_cast<int64_t>(a) * m[9] + (static_cast<int64_t>(b) * area + rem);
+    out[dst] = static_cast<scalar_t>(static_cast<opmath_t>(blocks[src]) * s);
   }
 }
 
 template <typename scalar_t>
 __global__ void emit_backward_kernel(const scalar_t* __restrict__ grad,
                                      scalar_t* __restrict__ grad_blocks,
-                                     const int64_t* __restrict__ offsets,
                                      const int64_t* __restrict__ meta,
                                      const int64_t* __restrict__ node_ptr,
                                      const int64_t* __restrict__ node_targets, int64_t entries,
@@ -132,10 +137,10 @@ __global__ void emit_backward_kernel(const scalar_t* __restrict__ grad,
       if (y < 0 || y >= kh || x < 0 || x >= kw) continue;
       const acc_t s = static_cast<acc_t>(__longlong_as_double(m[7]));
       const int64_t area = static_cast<int64_t>(kh) * kw;
-      const scalar_t* g = grad + offsets[t] + static_cast<int64_t>(y) * kw + x;
+      const scalar_t* g = grad + m[8] + static_cast<int64_t>(y) * kw + x;
       for (int64_t a = p; a < o; a += Co) {  // 64-bit: a + Co may pass 2^31
         for (int64_t b = q; b < i; b += Ci) {
-          sum = add_rn(sum, mul_rn(static_cast<acc_t>(g[(a * i + b) * area]), s));
+          sum = add_rn(sum, mul_rn(static_cast<acc_t>(g[a * m[9] + b * area]), s));
         }
       }
     }
@@ -150,11 +155,11 @@ void check_cuda_limits(const EmitPlan& plan) {
                     plan.block_numel());
   for (size_t t = 0; t < plan.targets.size(); ++t) {
     const EmitTarget& tg = plan.targets[t];
-    const int64_t end = t + 1 < plan.targets.size() ? plan.targets[t + 1].offset : plan.total;
-    TORCH_CHECK_VALUE(end - tg.offset <= kInt32Max, "target ", t,
+    const int64_t numel = tg.o * tg.i * tg.kh * tg.kw;  // no overflow: bounded by plan.total
+    TORCH_CHECK_VALUE(numel <= kInt32Max, "target ", t,
                       ": the CUDA kernels of ghn_ext.emit_weights support weights of fewer than "
                       "2^31 elements, got ",
-                      end - tg.offset);
+                      numel);
   }
 }
 
@@ -167,9 +172,11 @@ at::Tensor upload_plan(const EmitPlan& plan, bool with_nodes, const at::Device& 
   int64_t* h = host.mutable_data_ptr<int64_t>();
   int64_t* offsets = h;
   int64_t* meta = h + T + 1;
+  int64_t start = 0;
   for (int64_t t = 0; t < T; ++t) {
     const EmitTarget& tg = plan.targets[t];
-    offsets[t] = tg.offset;
+    offsets[t] = start;
+    start += tg.o * tg.i * tg.kh * tg.kw;
     int64_t* m = meta + kMeta * t;
     m[0] = tg.node;
     m[1] = tg.o;
@@ -180,6 +187,8 @@ at::Tensor upload_plan(const EmitPlan& plan, bool with_nodes, const at::Device& 
     m[6] = tg.col;
     static_assert(sizeof(double) == sizeof(int64_t), "64-bit doubles expected");
     std::memcpy(&m[7], &tg.scale, sizeof(double));
+    m[8] = tg.offset;
+    m[9] = tg.row_stride;
   }
   offsets[T] = plan.total;
   if (with_nodes) {
@@ -196,11 +205,9 @@ at::Tensor upload_plan(const EmitPlan& plan, bool with_nodes, const at::Device& 
 
 }  // namespace
 
-at::Tensor emit_weights_cuda(const at::Tensor& blocks_in, c10::IntArrayRef node_index,
-                             c10::IntArrayRef shapes, c10::IntArrayRef anchors,
-                             c10::ArrayRef<double> scales) {
-  emit_check_blocks(blocks_in);
-  const EmitPlan plan = emit_make_plan(blocks_in.sizes(), node_index, shapes, anchors, scales);
+namespace {
+
+at::Tensor emit_forward(const at::Tensor& blocks_in, const EmitPlan& plan) {
   check_cuda_limits(plan);
   const c10::cuda::OptionalCUDAGuard device_guard(blocks_in.device());
   at::Tensor out = at::empty({plan.total}, blocks_in.options());
@@ -220,12 +227,8 @@ at::Tensor emit_weights_cuda(const at::Tensor& blocks_in, c10::IntArrayRef node_
   return out;
 }
 
-at::Tensor emit_weights_backward_cuda(const at::Tensor& grad_in, c10::IntArrayRef node_index,
-                                      c10::IntArrayRef shapes, c10::IntArrayRef anchors,
-                                      c10::ArrayRef<double> scales, c10::IntArrayRef block_shape) {
-  emit_check_block_shape(block_shape);
-  const EmitPlan plan = emit_make_plan(block_shape, node_index, shapes, anchors, scales);
-  emit_check_grad(grad_in, plan.total);
+// block_shape and grad checked by the caller
+at::Tensor emit_backward(const at::Tensor& grad_in, const EmitPlan& plan, c10::IntArrayRef block_shape) {
   check_cuda_limits(plan);
   const c10::cuda::OptionalCUDAGuard device_guard(grad_in.device());
   at::Tensor grad_blocks = at::empty(block_shape, grad_in.options());
@@ -237,13 +240,12 @@ at::Tensor emit_weights_backward_cuda(const at::Tensor& grad_in, c10::IntArrayRe
   const at::Tensor grad = grad_in.contiguous();
   const int64_t T = static_cast<int64_t>(plan.targets.size());
   const at::Tensor table = upload_plan(plan, /*with_nodes=*/true, grad.device());
-  const int64_t* offsets = table.const_data_ptr<int64_t>();
-  const int64_t* meta = offsets + T + 1;
+  const int64_t* meta = table.const_data_ptr<int64_t>() + T + 1;  // the offsets are the forward's
   const int64_t* node_ptr = meta + kMeta * T;
   const int64_t* node_targets = node_ptr + plan.N + 1;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "emit_weights_backward_cuda", [&] {
     emit_backward_kernel<scalar_t><<<num_blocks(entries), kThreads, 0, stream>>>(
-        grad.const_data_ptr<scalar_t>(), grad_blocks.mutable_data_ptr<scalar_t>(), offsets, meta,
+        grad.const_data_ptr<scalar_t>(), grad_blocks.mutable_data_ptr<scalar_t>(), meta,
         node_ptr, node_targets, entries, static_cast<int>(plan.Co), static_cast<int>(plan.Ci),
         static_cast<int>(plan.K));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -251,9 +253,50 @@ at::Tensor emit_weights_backward_cuda(const at::Tensor& grad_in, c10::IntArrayRe
   return grad_blocks;
 }
 
+}  // namespace
+
+at::Tensor emit_weights_cuda(const at::Tensor& blocks, c10::IntArrayRef node_index,
+                             c10::IntArrayRef shapes, c10::IntArrayRef anchors,
+                             c10::ArrayRef<double> scales) {
+  emit_check_blocks(blocks);
+  return emit_forward(blocks, emit_make_plan(blocks.sizes(), node_index, shapes, anchors, scales));
+}
+
+at::Tensor emit_weights_backward_cuda(const at::Tensor& grad, c10::IntArrayRef node_index,
+                                      c10::IntArrayRef shapes, c10::IntArrayRef anchors,
+                                      c10::ArrayRef<double> scales, c10::IntArrayRef block_shape) {
+  emit_check_block_shape(block_shape);
+  const EmitPlan plan = emit_make_plan(block_shape, node_index, shapes, anchors, scales);
+  emit_check_grad(grad, plan.total);
+  return emit_backward(grad, plan, block_shape);
+}
+
+at::Tensor emit_edge_weights_cuda(const at::Tensor& blocks, c10::IntArrayRef piece_ptr,
+                                  c10::IntArrayRef piece_block, c10::IntArrayRef piece_channels,
+                                  c10::IntArrayRef shapes, c10::IntArrayRef anchors,
+                                  c10::ArrayRef<double> scales) {
+  emit_check_blocks(blocks);
+  return emit_forward(blocks, emit_make_edge_plan(blocks.sizes(), piece_ptr, piece_block,
+                                                  piece_channels, shapes, anchors, scales));
+}
+
+at::Tensor emit_edge_weights_backward_cuda(const at::Tensor& grad, c10::IntArrayRef piece_ptr,
+                                           c10::IntArrayRef piece_block,
+                                           c10::IntArrayRef piece_channels, c10::IntArrayRef shapes,
+                                           c10::IntArrayRef anchors, c10::ArrayRef<double> scales,
+                                           c10::IntArrayRef block_shape) {
+  emit_check_block_shape(block_shape);
+  const EmitPlan plan = emit_make_edge_plan(block_shape, piece_ptr, piece_block, piece_channels,
+                                            shapes, anchors, scales);
+  emit_check_grad(grad, plan.total);
+  return emit_backward(grad, plan, block_shape);
+}
+
 TORCH_LIBRARY_IMPL(ghn_ext, CUDA, m) {
   m.impl("emit_weights", &emit_weights_cuda);
   m.impl("_emit_weights_backward", &emit_weights_backward_cuda);
+  m.impl("emit_edge_weights", &emit_edge_weights_cuda);
+  m.impl("_emit_edge_weights_backward", &emit_edge_weights_backward_cuda);
 }
 
 }  // namespace ghn_ext

@@ -1,7 +1,9 @@
 """Networks built from architecture graphs, run on supplied weights or as nn.Modules."""
-from .network import (ArchNetwork, Network, NodeShape, count_flops, count_params, infer_shapes, param_shapes,
-                      run_network, summary)
+from .anytime import AnytimeNetwork, Exit, exit_schedule, exits_within, run_anytime
+from .network import (ArchNetwork, Network, NodeShape, count_flops, count_params, infer_shapes, node_flops,
+                      param_shapes, run_network, summary)
 from ..primitives import OP_INDEX, OP_NAMES, PRIMITIVES
 
-__all__ = ["ArchNetwork", "Network", "NodeShape", "count_flops", "count_params", "infer_shapes", "param_shapes",
+__all__ = ["AnytimeNetwork", "ArchNetwork", "Exit", "Network", "NodeShape", "count_flops", "count_params",
+           "exit_schedule", "exits_within", "infer_shapes", "node_flops", "param_shapes", "run_anytime",
            "run_network", "summary", "OP_INDEX", "OP_NAMES", "PRIMITIVES"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..graph import ArchGraph, GraphError
-from ..primitives import PRIMITIVES, batch_norm
+from ..primitives import PRIMITIVES, batch_norm, concat_bottleneck
 
 NodeWeights = Mapping[int, Mapping[str, Tensor]]
 
@@ -45,6 +45,9 @@ def infer_shapes(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32
                 raise GraphError(f"node {v} (concat): inputs of different spatial sizes {ins}")
             shapes[v] = NodeShape(sum(s.channels for s in ins), ins[0].height, ins[0].width)
             continue
+        if node.scale:
+            shapes[v] = _scaled_shape(v, node, ins)
+            continue
         if len(set(ins)) != 1:
             raise GraphError(f"node {v} ({node.op}) sums inputs of different shapes: {ins}")
         cin, h, w = ins[0].channels, ins[0].height, ins[0].width
@@ -61,6 +64,18 @@ def infer_shapes(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32
     return shapes  # type: ignore[return-value]
 
 
+def _scaled_shape(v: int, node, ins: list[NodeShape]) -> NodeShape:
+    """Output of a scaled node; its inputs must be square and a power-of-two ratio from its scale."""
+    for s in ins:
+        big, small = max(s.height, node.scale), min(s.height, node.scale)
+        if s.height != s.width or big % small or (big // small) & (big // small - 1):
+            raise GraphError(f"node {v} ({node.op}) at scale {node.scale} cannot resample a "
+                             f"{s.height}x{s.width} input to its scale")
+    if node.channels <= 0:
+        raise GraphError(f"node {v} ({node.op}) needs a positive channel count")
+    return NodeShape(node.channels, node.scale, node.scale)
+
+
 def param_shapes(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32)
                  ) -> dict[int, dict[str, tuple[int, ...]]]:
     """Every free weight of the network, per node (nodes without weights are left out)."""
@@ -72,7 +87,11 @@ def param_shapes(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32
         if prim.combine == "source":
             continue
         cin = shapes[preds[v][0]].channels
-        p = prim.params(cin, shapes[v].channels)
+        if node.scale:  # the bottleneck maps the concatenated inputs to the node's width
+            c = shapes[v].channels
+            p = {"bottleneck": (c, sum(shapes[u].channels for u in preds[v]), 1, 1), **prim.params(c, c)}
+        else:
+            p = prim.params(cin, shapes[v].channels)
         if p:
             out[v] = p
     return out
@@ -83,16 +102,26 @@ def count_params(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32
 
 
 def norm_count(graph: ArchGraph) -> dict[int, int]:
-    """Number of BatchNorms each node applies (one per input for ops that end in BatchNorm)."""
+    """Number of BatchNorms each node applies: one per input for ops that end in BatchNorm; a scaled
+    node has its bottleneck's (position 0) and, when its op ends in BatchNorm, the op's (position 1)."""
     preds = graph.predecessors()
-    return {v: len(preds[v]) for v, n in enumerate(graph.nodes) if PRIMITIVES[n.op].uses_norm}
+    counts = {}
+    for v, n in enumerate(graph.nodes):
+        uses_norm = PRIMITIVES[n.op].uses_norm
+        if n.scale:
+            counts[v] = 1 + uses_norm
+        elif uses_norm:
+            counts[v] = len(preds[v])
+    return counts
 
 
 def run_network(graph: ArchGraph, x: Tensor, weights: NodeWeights,
                 norm_stats: Optional[Mapping[tuple[int, int], tuple[Tensor, Tensor]]] = None,
                 training: bool = True,
                 path_hook: Optional[Callable[[int, Tensor], Tensor]] = None,
-                capture: Optional[dict[int, Optional[Tensor]]] = None) -> Tensor | list[Tensor]:
+                capture: Optional[dict[int, Optional[Tensor]]] = None,
+                order: Optional[Sequence[int]] = None,
+                on_node: Optional[Callable[[int], None]] = None) -> Tensor | list[Tensor]:
     """Forward pass of `graph` on images `x` with the given weights.
 
     BatchNorm uses batch statistics unless `norm_stats` maps (node, input position) to running
@@ -102,22 +131,33 @@ def run_network(graph: ArchGraph, x: Tensor, weights: NodeWeights,
     For final training: `path_hook(v, y)` rewrites each per-input path y of a summing node v before
     the sum (drop-path), and the output of every node that is a key of `capture` is stored there
     (an auxiliary head's input).
+
+    `order` computes only the listed nodes, in that order (every node after its inputs); classifiers
+    then come out in that order (an anytime network's exits by cost). `on_node(v)` is called after
+    each node is computed (per-node FLOP counts).
     """
     _check_weights(graph, tuple(x.shape[1:]), weights)
     # channels-last makes CPU convolutions, pooling and BatchNorm about 2x faster for these small
     # channel counts (measured: a GHN training step 0.72 -> 0.38 s on two cores)
     x = x.contiguous(memory_format=torch.channels_last)
     preds = graph.predecessors()
+    order = graph.topological_order() if order is None else _check_order(graph, order, preds)
     acts: dict[int, Tensor] = {}
-    consumers_left = [len(s) for s in graph.successors()]
+    run = set(order)
+    consumers_left = [sum(s in run for s in succ) for succ in graph.successors()]
     heads = []
-    for v in graph.topological_order():
+    for v in order:
         node, prim = graph.nodes[v], PRIMITIVES[graph.nodes[v].op]
         w = weights.get(v, {})
         if prim.combine == "source":
             out = x
         elif prim.combine == "concat":
             out = torch.cat([acts[u] for u in preds[v]], dim=1)
+        elif node.scale:
+            stats = [None if norm_stats is None else norm_stats.get((v, k)) for k in (0, 1)]
+            y = concat_bottleneck([acts[u] for u in preds[v]], w["bottleneck"], node.scale,
+                                  lambda t: batch_norm(t, stats[0], training))
+            out = prim.apply(y, w, 1, lambda t: batch_norm(t, stats[1], training))
         else:
             out = None
             for k, u in enumerate(preds[v]):
@@ -132,11 +172,25 @@ def run_network(graph: ArchGraph, x: Tensor, weights: NodeWeights,
         acts[v] = out
         if capture is not None and v in capture:
             capture[v] = out
+        if on_node is not None:
+            on_node(v)
         for u in preds[v]:  # free activations no later node needs
             consumers_left[u] -= 1
             if consumers_left[u] == 0:
                 del acts[u]
     return heads[0] if len(heads) == 1 else heads
+
+
+def _check_order(graph: ArchGraph, order: Sequence[int], preds: list[list[int]]) -> list[int]:
+    done: set[int] = set()
+    for v in order:
+        if not 0 <= v < len(graph) or v in done:
+            raise ValueError(f"order lists node {v} twice or out of range [0, {len(graph)})")
+        missing = [u for u in preds[v] if u not in done]
+        if missing:
+            raise ValueError(f"order computes node {v} before its inputs {missing}")
+        done.add(v)
+    return list(order)
 
 
 def _check_weights(graph: ArchGraph, input_size: tuple[int, ...], weights: NodeWeights) -> None:
@@ -227,6 +281,22 @@ def count_flops(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         run_network(graph, x, weights)
     return int(counter.get_total_flops())
+
+
+def node_flops(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32)) -> list[int]:
+    """FLOPs of each node on one image, counted as :func:`count_flops` counts them (they sum to it)."""
+    weights = {v: {n: torch.zeros(s) for n, s in p.items()}
+               for v, p in param_shapes(graph, input_size).items()}
+    flops, last = [0] * len(graph), 0
+
+    def record(v: int) -> None:
+        nonlocal last
+        total = counter.get_total_flops()
+        flops[v], last = total - last, total
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        run_network(graph, torch.zeros((1, *input_size)), weights, on_node=record)
+    return flops
 
 
 def summary(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32)) -> str:

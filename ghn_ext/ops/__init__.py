@@ -5,7 +5,7 @@ Each op has a thin wrapper that dispatches to ``torch.ops.ghn_ext.<op>`` (C++/CU
 ``GHN_EXT_REFERENCE=1``). The package imports fine without the compiled library.
 """
 from ._extension import HAS_EXTENSION, reference_forced, use_extension
-from .emit import emit_reference, emit_weights
+from .emit import emit_edge_weights, emit_edges_reference, emit_reference, emit_weights
 from .propagate import propagate, propagate_reference
 from .schedule import Schedule, dag_schedule, dag_schedule_reference
 
@@ -14,6 +14,8 @@ __all__ = [
     "Schedule",
     "dag_schedule",
     "dag_schedule_reference",
+    "emit_edge_weights",
+    "emit_edges_reference",
     "emit_reference",
     "emit_weights",
     "propagate",

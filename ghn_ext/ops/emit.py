@@ -12,6 +12,11 @@ another, in the order given.
 ``ghn_ext::_emit_weights_backward``, itself differentiable) when the extension is built, and
 :func:`emit_reference`, the specification, otherwise (or when ``GHN_EXT_REFERENCE=1``). Both raise
 the same errors with the same text (see :func:`check_emit_args`).
+
+Edge mode (anytime space, appendix 7.2): a weight can instead be assembled from several blocks, one
+per incoming edge of its node, laid side by side along its input channels, so its size follows the
+node's number of inputs. :func:`emit_edges_reference` is its specification, :func:`emit_edge_weights`
+the op (compiled ``torch.ops.ghn_ext.emit_edge_weights``, CPU and CUDA kernels).
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from torch import Tensor
 
 from ._extension import HAS_EXTENSION, has_kernel, use_extension
 
-__all__ = ["check_emit_args", "emit_reference", "emit_weights", "numel_of"]
+__all__ = ["check_emit_args", "check_emit_edges_args", "emit_edge_weights", "emit_edges_reference",
+           "emit_reference", "emit_weights", "numel_of"]
 
 
 def emit_reference(blocks: Tensor, node_index: Sequence[int], shapes: Sequence[int],
@@ -71,6 +77,62 @@ def check_emit_args(blocks: Tensor, node_index: Sequence[int], shapes: Sequence[
             raise ValueError(f"target {t}: {kh}x{kw} window at ({r}, {c}) leaves the {k}x{k} block")
 
 
+def emit_edges_reference(blocks: Tensor, piece_ptr: Sequence[int], piece_block: Sequence[int],
+                         piece_channels: Sequence[int], shapes: Sequence[int], anchors: Sequence[int],
+                         scales: Sequence[float]) -> Tensor:
+    """Flat buffer of weights assembled from edge blocks (edge mode).
+
+    Target t is made of pieces piece_ptr[t]:piece_ptr[t+1], in order along its input channels: piece p
+    covers piece_channels[p] of them and is cut from block piece_block[p] exactly as a whole weight is
+    in :func:`emit_reference` (window at anchors[2t:2t+2], tiling, scales[t]), so input channel b of
+    the piece reads block channel b % Ci. The pieces' channels add up to the target's input channels
+    shapes[4t+1]. With one piece per target this is :func:`emit_reference`.
+    """
+    check_emit_edges_args(blocks, piece_ptr, piece_block, piece_channels, shapes, anchors, scales)
+    _, co, ci, _, _ = blocks.shape
+    pieces = []
+    for t in range(len(scales)):
+        o, _, kh, kw = shapes[4 * t:4 * t + 4]
+        r, c = anchors[2 * t:2 * t + 2]
+        parts = []
+        for p in range(piece_ptr[t], piece_ptr[t + 1]):
+            window = blocks[piece_block[p], :, :, r:r + kh, c:c + kw]
+            parts.append(window.repeat(math.ceil(o / co), math.ceil(piece_channels[p] / ci), 1, 1)
+                         [:o, :piece_channels[p]])
+        pieces.append((torch.cat(parts, dim=1) * scales[t]).reshape(-1))
+    if not pieces:
+        return blocks.new_zeros(0)
+    return torch.cat(pieces)
+
+
+def check_emit_edges_args(blocks: Tensor, piece_ptr: Sequence[int], piece_block: Sequence[int],
+                          piece_channels: Sequence[int], shapes: Sequence[int], anchors: Sequence[int],
+                          scales: Sequence[float]) -> None:
+    n_targets = len(scales)
+    if len(piece_ptr) != n_targets + 1 or piece_ptr[0] != 0 or piece_ptr[-1] != len(piece_block):
+        raise ValueError(f"piece_ptr must hold {n_targets + 1} offsets from 0 to the {len(piece_block)} "
+                         f"pieces, got {list(piece_ptr)}")
+    if len(piece_channels) != len(piece_block):
+        raise ValueError(f"{len(piece_block)} pieces need as many channel counts, got {len(piece_channels)}")
+    for t in range(n_targets):
+        if piece_ptr[t + 1] <= piece_ptr[t]:
+            raise ValueError(f"target {t}: needs at least one piece (offsets {piece_ptr[t]}, {piece_ptr[t + 1]})")
+    # the shared checks, with each target's first block standing for its node
+    check_emit_args(blocks, [piece_block[piece_ptr[t]] for t in range(n_targets)], shapes, anchors, scales)
+    n = blocks.shape[0]
+    for t in range(n_targets):
+        span = range(piece_ptr[t], piece_ptr[t + 1])
+        for p in span:
+            if not 0 <= piece_block[p] < n:
+                raise IndexError(f"piece {p} of target {t}: block index {piece_block[p]} out of range [0, {n})")
+            if piece_channels[p] < 1:
+                raise ValueError(f"piece {p} of target {t}: {piece_channels[p]} channels, must be positive")
+        got = sum(piece_channels[p] for p in span)
+        if got != shapes[4 * t + 1]:
+            raise ValueError(f"target {t}: its pieces cover {got} input channels, its shape has "
+                             f"{shapes[4 * t + 1]}")
+
+
 def numel_of(shapes: Sequence[int]) -> list[int]:
     return [math.prod(shapes[j:j + 4]) for j in range(0, len(shapes), 4)]
 
@@ -98,6 +160,22 @@ def emit_weights(blocks: Tensor, node_index: Sequence[int], shapes: Sequence[int
     ):
         return torch.ops.ghn_ext.emit_weights.default(blocks, node_index, shapes, anchors, scales)
     return emit_reference(blocks, node_index, shapes, anchors, scales)
+
+
+def emit_edge_weights(blocks: Tensor, piece_ptr: Sequence[int], piece_block: Sequence[int],
+                      piece_channels: Sequence[int], shapes: Sequence[int], anchors: Sequence[int],
+                      scales: Sequence[float]) -> Tensor:
+    """Edge mode (same arguments and result as :func:`emit_edges_reference`), on the compiled
+    ``torch.ops.ghn_ext.emit_edge_weights`` where it has a kernel, else the reference."""
+    if (
+        isinstance(blocks, Tensor)
+        and (blocks.dtype in _KERNEL_DTYPES or not blocks.is_floating_point())
+        and use_extension()
+        and has_kernel("emit_edge_weights", blocks.device)
+    ):
+        return torch.ops.ghn_ext.emit_edge_weights.default(blocks, list(piece_ptr), list(piece_block),
+                                                           list(piece_channels), shapes, anchors, scales)
+    return emit_edges_reference(blocks, piece_ptr, piece_block, piece_channels, shapes, anchors, scales)
 
 
 if HAS_EXTENSION:
@@ -139,3 +217,41 @@ if HAS_EXTENSION:
 
     torch.library.register_autograd("ghn_ext::_emit_weights_backward", _emit_backward_backward,
                                     setup_context=_emit_backward_setup_context)
+
+    # edge mode: the same pattern, the piece lists travelling with the target lists
+    @torch.library.register_fake("ghn_ext::emit_edge_weights")
+    def _emit_edge_weights_fake(blocks, piece_ptr, piece_block, piece_channels, shapes, anchors, scales):
+        check_emit_edges_args(blocks, piece_ptr, piece_block, piece_channels, shapes, anchors, scales)
+        return blocks.new_empty((sum(numel_of(shapes)),))
+
+    @torch.library.register_fake("ghn_ext::_emit_edge_weights_backward")
+    def _emit_edge_weights_backward_fake(grad, piece_ptr, piece_block, piece_channels, shapes, anchors, scales,
+                                         block_shape):
+        torch._check(grad.dim() == 1 and grad.shape[0] == sum(numel_of(shapes)),
+                     lambda: f"grad must have shape ({sum(numel_of(shapes))},) (the emitted buffer), "
+                             f"got {tuple(grad.shape)}")
+        return grad.new_empty(tuple(block_shape))
+
+    def _edge_setup_context(ctx, inputs, output):
+        ctx.lists = tuple(inputs[1:7])
+        ctx.block_shape = tuple(inputs[0].shape)
+
+    def _edge_backward(ctx, grad):
+        grad_blocks = None
+        if ctx.needs_input_grad[0]:
+            grad_blocks = torch.ops.ghn_ext._emit_edge_weights_backward.default(grad, *ctx.lists, ctx.block_shape)
+        return (grad_blocks,) + (None,) * 6
+
+    torch.library.register_autograd("ghn_ext::emit_edge_weights", _edge_backward, setup_context=_edge_setup_context)
+
+    def _edge_backward_setup_context(ctx, inputs, output):
+        ctx.lists = tuple(inputs[1:7])
+
+    def _edge_backward_backward(ctx, grad_grad_blocks):
+        grad_grad = None
+        if ctx.needs_input_grad[0]:
+            grad_grad = torch.ops.ghn_ext.emit_edge_weights.default(grad_grad_blocks, *ctx.lists)
+        return (grad_grad,) + (None,) * 7
+
+    torch.library.register_autograd("ghn_ext::_emit_edge_weights_backward", _edge_backward_backward,
+                                    setup_context=_edge_backward_setup_context)

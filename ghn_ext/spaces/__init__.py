@@ -1,22 +1,25 @@
-"""Search spaces: the paper's classification space and NAS-Bench-201."""
+"""Search spaces: the paper's classification space, NAS-Bench-201 and the anytime space."""
 from __future__ import annotations
 
 import random
 from typing import Callable
 
 from ..graph import ArchGraph
-from . import classification, nb201
+from . import anytime, classification, nb201
 
-SPACES = ("classification", "nb201")
+SPACES = ("classification", "nb201", "anytime")
 Sampler = Callable[[random.Random], ArchGraph]
 
 
 def make_sampler(space: str, num_nodes: int = classification.TRAIN_NODES, num_blocks: int = 18,
-                 channels: int | None = None, cells_per_stage: int = 5) -> Sampler:
+                 channels: int | None = None, cells_per_stage: int = 5, random_nodes: bool = False,
+                 num_exits: int = anytime.NUM_EXITS) -> Sampler:
     """A function drawing one random architecture of `space` from a `random.Random`.
 
     classification: cells of `num_nodes` nodes stacked `num_blocks` times, `channels` (32) initially;
-    nb201: random cells in the skeleton with `channels` (16) and `cells_per_stage` (5).
+    nb201: random cells in the skeleton with `channels` (16) and `cells_per_stage` (5);
+    anytime: networks of 24/16/8 nodes (random counts up to those with `random_nodes`, for GHN
+    training), `num_exits` exits, base width `channels` (16).
     """
     if space == "classification":
         c = channels or 32
@@ -24,6 +27,10 @@ def make_sampler(space: str, num_nodes: int = classification.TRAIN_NODES, num_bl
     if space == "nb201":
         c = channels or 16
         return lambda rng: nb201.network(nb201.sample_ops(rng), c, cells_per_stage)
+    if space == "anytime":
+        c = channels or anytime.CHANNELS
+        return lambda rng: anytime.sample_architecture(rng, num_exits=num_exits, channels=c,
+                                                       random_nodes=random_nodes)
     raise ValueError(f"unknown search space {space!r}; choose one of {', '.join(SPACES)}")
 
 
@@ -32,4 +39,4 @@ def sample_architecture(space: str, rng: random.Random, **kwargs) -> ArchGraph:
     return make_sampler(space, **kwargs)(rng)
 
 
-__all__ = ["SPACES", "Sampler", "make_sampler", "sample_architecture", "classification", "nb201"]
+__all__ = ["SPACES", "Sampler", "make_sampler", "sample_architecture", "anytime", "classification", "nb201"]

@@ -1,0 +1,174 @@
+"""`ghn anytime train|search|train-final`: the anytime experiment (paper Sec. 5.2) from the command line.
+
+    ghn anytime train --out runs/anytime                       # GHN on random-size anytime networks
+    ghn anytime search --ckpt runs/anytime/ghn.pt --out runs/anytime/search
+    ghn anytime train-final --ranking runs/anytime/search/ranking.json --out runs/anytime/final
+
+The search ranks random full-size networks by the area under their predicted accuracy-FLOPs curve over
+a stated FLOPs range (default: zero to the MSDNet-style baseline's total FLOPs); train-final trains the
+winner at the width that matches the baseline's FLOPs, and the baseline, with the same recipe, and
+plots both curves (paper Fig. 3).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import asdict
+from pathlib import Path
+
+from .train import TrainConfig, Trainer
+
+
+def _flops_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI in FLOPs, e.g. 0,5e7; got {text!r}") from None
+    return lo, hi
+
+
+def _baseline(a: argparse.Namespace):
+    from .anytime_search import msdnet_graph
+    return msdnet_graph(a.baseline_layers, a.channels, a.baseline_exit_every)
+
+
+def _default_range(a: argparse.Namespace) -> tuple[float, float]:
+    from .nets.network import count_flops
+    return a.flops_range or (0.0, float(count_flops(_baseline(a))))
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    cfg = TrainConfig(space="anytime", steps=a.steps, batch_size=a.batch_size, channels=a.channels, lr=a.lr,
+                      seed=a.seed, eval_archs=a.eval_archs, eval_images=a.eval_images, data_dir=a.data_dir,
+                      ghn={"T": a.T, "block_channels": a.block_channels})
+    trainer = Trainer(cfg, a.out)
+    if not a.restart and trainer.resume():
+        print(f"resuming {a.out} at step {trainer.step}")
+    result = trainer.run(progress=not a.quiet)
+    print(f"trained {result['step']} steps; GHN saved to {Path(a.out) / 'ghn.pt'}")
+    return 0
+
+
+def cmd_search(a: argparse.Namespace) -> int:
+    from .anytime_search import score_anytime
+    from .data import cifar10_splits
+    from .ghn import GraphHyperNetwork
+    from .io import write_json_atomic
+    from .spaces import anytime
+    ghn = GraphHyperNetwork.load(a.ckpt, space="anytime")
+    ghn.eval()
+    val = cifar10_splits(a.data_dir).val.head(a.val_images)
+    rng = random.Random(f"anytime-search:{a.seed}")
+    archs = [anytime.sample_architecture(rng, channels=a.channels) for _ in range(a.num_archs)]
+    flops_range = _default_range(a)
+    records = []
+    for start in range(0, len(archs), a.archs_per_batch):
+        batch = archs[start:start + a.archs_per_batch]
+        for g, rec in zip(batch, score_anytime(ghn, batch, val, flops_range)):
+            records.append({**rec, "graph": g.to_dict()})
+    ranking = sorted(records, key=lambda r: -r["area"])
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic({"flops_range": list(flops_range), "ranking": ranking}, out / "ranking.json")
+    print(f"area over [{flops_range[0]:.3g}, {flops_range[1]:.3g}] FLOPs; top {min(a.show_top, len(ranking))}:")
+    for r, rec in enumerate(ranking[:a.show_top], 1):
+        print(f"{r:>4}  area {rec['area']:.4f}  last exit {rec['exit_acc'][-1]:.4f} at "
+              f"{rec['exit_flops'][-1] / 1e6:.1f} MFLOPs  {rec['hash']}")
+    print(f"ranking written to {out / 'ranking.json'}")
+    return 0
+
+
+def cmd_train_final(a: argparse.Namespace) -> int:
+    from .anytime_search import AnytimeTrainConfig, match_width, train_anytime
+    from .data import cifar10_splits
+    from .evaluate import curve_area, plot_curves
+    from .graph import ArchGraph
+    from .io import write_json_atomic
+    from .nets.network import count_flops
+    path = Path(a.ranking)
+    if not path.is_file():
+        raise FileNotFoundError(f"ranking file {path} does not exist")
+    ranking = json.loads(path.read_text())["ranking"]
+    if not 0 <= a.rank < len(ranking):
+        raise ValueError(f"--rank {a.rank} is outside the ranking's {len(ranking)} architectures")
+    baseline = _baseline(a)
+    arch = match_width(ArchGraph.from_dict(ranking[a.rank]["graph"]), count_flops(baseline))
+    flops_range = _default_range(a)
+    splits = cifar10_splits(a.data_dir)
+    test = splits.test.head(a.test_images)
+    cfg = AnytimeTrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, train_images=a.train_images,
+                             seed=a.seed)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name, graph in (("searched", arch), ("msdnet", baseline)):  # each resumes from its checkpoint
+        res = train_anytime(graph, cfg, splits.train, test, progress=not a.quiet, checkpoint=out / f"{name}.pt")
+        res["area"] = curve_area(res["exit_flops"], res["exit_acc"], *flops_range)
+        res["channels"] = graph.nodes[1].channels
+        results[name] = res
+        print(f"{name}: area {res['area']:.4f}, exits " +
+              ", ".join(f"{acc:.3f}@{f / 1e6:.1f}M" for f, acc in zip(res["exit_flops"], res["exit_acc"])))
+    write_json_atomic({"flops_range": list(flops_range), "config": asdict(cfg),
+                       "searched_graph": arch.to_dict(), **results}, out / "result.json")
+    plot_curves({k: (r["exit_flops"], r["exit_acc"]) for k, r in results.items()}, out / "curves.png",
+                flops_range, title=f"CIFAR-10 anytime, {a.epochs} epoch{'s' * (a.epochs != 1)}")
+    print(f"results in {out / 'result.json'}, plot {out / 'curves.png'}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    """The `anytime` verb and its three sub-verbs."""
+    p = sub.add_parser("anytime", help="anytime prediction (paper Sec. 5.2): train the GHN, search by the area "
+                       "under the accuracy-FLOPs curve, train the winner against an MSDNet-style baseline")
+    verbs = p.add_subparsers(dest="anytime_command", required=True, metavar="{train,search,train-final}")
+
+    def common(q, channels_help):
+        q.add_argument("--channels", type=int, default=16, help=channels_help)
+        q.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: $GHN_DATA_DIR)")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def baseline_args(q):
+        q.add_argument("--baseline-layers", type=int, default=10)
+        q.add_argument("--baseline-exit-every", type=int, default=2)
+        q.add_argument("--flops-range", type=_flops_range, default=None,
+                       help="LO,HI FLOPs the area is taken over (default: 0 to the baseline's total)")
+
+    q = verbs.add_parser("train", help="train a GHN on random anytime networks (random node counts per block)")
+    common(q, "base width of the training networks")
+    q.add_argument("--out", required=True, help="run folder (resumes)")
+    q.add_argument("--steps", type=int, default=1000)
+    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--T", type=int, default=5)
+    q.add_argument("--block-channels", type=int, default=32)
+    q.add_argument("--eval-archs", type=int, default=8)
+    q.add_argument("--eval-images", type=int, default=500)
+    q.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
+    q.set_defaults(func=cmd_train)
+
+    q = verbs.add_parser("search", help="rank random anytime networks by their predicted area")
+    common(q, "base width of the candidates and of the baseline that sets the default range")
+    baseline_args(q)
+    q.add_argument("--ckpt", required=True, help="GHN file (ghn.pt from `ghn anytime train`)")
+    q.add_argument("--out", required=True, help="folder for ranking.json")
+    q.add_argument("--num-archs", type=int, default=100)
+    q.add_argument("--archs-per-batch", type=int, default=4)
+    q.add_argument("--val-images", type=int, default=5000)
+    q.add_argument("--show-top", type=int, default=10)
+    q.set_defaults(func=cmd_search)
+
+    q = verbs.add_parser("train-final", help="train the chosen network at the baseline's FLOPs, and the "
+                         "baseline, with the same recipe; curves and areas")
+    common(q, "base width of the MSDNet-style baseline")
+    baseline_args(q)
+    q.add_argument("--ranking", required=True, help="ranking.json of `ghn anytime search`")
+    q.add_argument("--rank", type=int, default=0, help="which architecture of the ranking (0: the best)")
+    q.add_argument("--out", required=True, help="folder: checkpoints (a rerun resumes), result.json, curves.png")
+    q.add_argument("--epochs", type=int, default=300)
+    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--lr", type=float, default=0.1)
+    q.add_argument("--train-images", type=int, default=None, help="first images of the training split (all)")
+    q.add_argument("--test-images", type=int, default=None, help="first images of the test split (all)")
+    q.set_defaults(func=cmd_train_final)

@@ -1,0 +1,69 @@
+"""End-to-end test of `ghn anytime train|search|train-final` at a toy size, and its clear errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ghn_ext import cli
+from ghn_ext.graph import ArchGraph
+
+torch.set_num_threads(1)
+
+
+def test_train_search_train_final(tmp_path, data_dir, capsys):
+    run, search, final = tmp_path / "run", tmp_path / "search", tmp_path / "final"
+    common = ["--channels", "4", "--data-dir", data_dir, "--quiet"]
+    assert cli.main(["anytime", "train", "--out", str(run), "--steps", "2", "--batch-size", "8", "--T", "1",
+                     "--block-channels", "8", "--eval-archs", "1", "--eval-images", "20", *common]) == 0
+    assert cli.main(["anytime", "search", "--ckpt", str(run / "ghn.pt"), "--out", str(search), "--num-archs", "3",
+                     "--val-images", "20", "--baseline-layers", "2", *common]) == 0
+    ranking = json.loads((search / "ranking.json").read_text())
+    areas = [r["area"] for r in ranking["ranking"]]
+    assert len(areas) == 3 and areas == sorted(areas, reverse=True)
+    assert ranking["flops_range"][0] == 0 and ranking["flops_range"][1] > 0
+    assert cli.main(["anytime", "train-final", "--ranking", str(search / "ranking.json"), "--out", str(final),
+                     "--epochs", "1", "--train-images", "64", "--test-images", "50", "--baseline-layers", "2",
+                     "--flops-range", "0,2e6", *common]) == 0
+    result = json.loads((final / "result.json").read_text())
+    assert result["flops_range"] == [0, 2e6] and result["config"]["epochs"] == 1
+    for name in ("searched", "msdnet"):
+        assert len(result[name]["exit_acc"]) == len(result[name]["exit_flops"]) and 0 <= result[name]["area"] <= 1
+    # the searched network's width was chosen to stay within the baseline's FLOPs
+    assert result["searched"]["exit_flops"][-1] <= result["msdnet"]["exit_flops"][-1]
+    assert ArchGraph.from_dict(result["searched_graph"]).space == "anytime"
+    assert (final / "curves.png").stat().st_size > 0
+    assert "searched: area" in capsys.readouterr().out
+    assert (final / "searched.pt").is_file() and (final / "msdnet.pt").is_file()
+    # a rerun finds both networks trained and only evaluates them again
+    assert cli.main(["anytime", "train-final", "--ranking", str(search / "ranking.json"), "--out", str(final),
+                     "--epochs", "1", "--train-images", "64", "--test-images", "50", "--baseline-layers", "2",
+                     "--flops-range", "0,2e6", *common]) == 0
+    assert json.loads((final / "result.json").read_text())["searched"] == result["searched"]
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["anytime", "train-final", "--ranking", "missing.json", "--out", "x"], "ranking file missing.json does not exist"),
+    (["anytime", "search", "--ckpt", "missing.pt", "--out", "x"], "checkpoint missing.pt does not exist"),
+    (["search", "--space", "anytime", "--ckpt", "x.pt", "--out", "x"], "use `ghn anytime search`"),
+    (["train-final", "--space", "anytime", "--arch", "a.txt", "--out", "x"], "use `ghn anytime train-final`"),
+    (["groundtruth", "--space", "anytime", "--out", "x.json"], "does not handle anytime networks"),
+])
+def test_errors_are_one_line(argv, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ghn {argv[0]}: error: ") and match in err and err.count("\n") == 1
+
+
+def test_show_draws_an_anytime_network(capsys):
+    assert cli.main(["show", "--space", "anytime", "--channels", "4", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "space: anytime" in out and "conv" in out
+
+
+def test_bad_flops_range_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["anytime", "search", "--ckpt", "a", "--out", "b", "--flops-range", "5"])
+    assert "expected LO,HI" in capsys.readouterr().err
