@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .data import Split, TensorLoader
 from .evaluate import curve_area, exit_accuracies
-from .ghn import CheckpointError, GraphHyperNetwork, load_checkpoint
+from .ghn import CheckpointError, GraphHyperNetwork, load_checkpoint, resuming_from
 from .graph import ArchGraph, Node
 from .io import atomic_save
 from .nets.anytime import AnytimeNetwork, exit_schedule
@@ -139,11 +139,12 @@ def train_anytime(graph: ArchGraph, cfg: AnytimeTrainConfig, train: Split, test:
         if {k: state.get(k) for k in run} != run:
             raise CheckpointError(f"{checkpoint} holds another run (architecture or settings differ); "
                                   "use another output folder or the same settings")
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        loader.load_state_dict(state["loader"])
-        step, loss = int(state["step"]), torch.tensor(state["loss"])
+        with resuming_from(Path(checkpoint)):  # a valid tag over damaged contents
+            net.load_state_dict(state["net"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            loader.load_state_dict(state["loader"])
+            step, loss = int(state["step"]), torch.tensor(state["loss"])
     end = steps if stop_after is None else min(steps, step + stop_after)
     net.train()
     with progress_bar(total=steps, initial=step, desc=f"train {graph.stable_hash()}", disable=not progress) as bar:

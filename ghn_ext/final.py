@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .data import TensorLoader, cifar10_splits
 from .evaluate import network_accuracy
-from .ghn import CheckpointError
+from .ghn import CheckpointError, resuming_from
 from .graph import ArchGraph
 from .io import atomic_save, truncate_log, write_json_atomic
 from .nets.network import ArchNetwork, infer_shapes, run_network
@@ -129,7 +129,7 @@ class FinalTrainer:
     def resume(self) -> bool:
         if not self.checkpoint_path.exists():
             return False
-        try:
+        with resuming_from(self.checkpoint_path):
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
             if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
                 raise CheckpointError("not a ghn_ext final-training checkpoint")
@@ -145,11 +145,6 @@ class FinalTrainer:
             self.loader.load_state_dict(state["loader"])
             torch.set_rng_state(state["rng"])
             self.step = int(state["step"])
-        except CheckpointError as exc:
-            raise CheckpointError(f"cannot resume from {self.checkpoint_path}: {exc}") from exc
-        except Exception as exc:  # a damaged file raises many kinds of errors
-            raise CheckpointError(f"cannot resume from {self.checkpoint_path}: corrupt checkpoint "
-                                  f"({type(exc).__name__})") from exc
         truncate_log(self.log_path, self.step)
         return True
 

@@ -14,6 +14,7 @@ pieces are laid side by side along the bottleneck's input channels.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -37,6 +38,18 @@ NUM_FEATURES = len(OP_NAMES) + len(_STRIDES) + len(_SCALES) + 1
 
 class CheckpointError(RuntimeError):
     """A GHN checkpoint is missing, corrupt, or belongs to another search space."""
+
+
+@contextmanager
+def resuming_from(path: Path):
+    """Wrap the loading of a run's checkpoint: any failure becomes one CheckpointError naming `path`
+    (a damaged file raises many kinds of errors; the run folder is left untouched)."""
+    try:
+        yield
+    except CheckpointError as exc:
+        raise CheckpointError(f"cannot resume from {path}: {exc}") from exc
+    except Exception as exc:
+        raise CheckpointError(f"cannot resume from {path}: corrupt checkpoint ({type(exc).__name__})") from exc
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .data import TensorLoader, cifar10_splits
 from .evaluate import score_architectures
-from .ghn import CheckpointError, GHNConfig, GraphHyperNetwork
+from .ghn import CheckpointError, GHNConfig, GraphHyperNetwork, resuming_from
 from .io import atomic_save, truncate_log
 from .nets.network import run_network
 from .oneshot import OneShotConfig, OneShotModel
@@ -136,7 +136,7 @@ class Trainer:
         """Continue from out_dir/checkpoint.pt when it exists; False when starting fresh."""
         if not self.checkpoint_path.exists():
             return False
-        try:
+        with resuming_from(self.checkpoint_path):
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
             if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
                 raise CheckpointError("not a ghn_ext training checkpoint")
@@ -153,11 +153,6 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.loader.load_state_dict(state["loader"])
             self.step = int(state["step"])
-        except CheckpointError as exc:
-            raise CheckpointError(f"cannot resume from {self.checkpoint_path}: {exc}") from exc
-        except Exception as exc:  # a damaged file raises many kinds of errors
-            raise CheckpointError(f"cannot resume from {self.checkpoint_path}: corrupt checkpoint "
-                                  f"({type(exc).__name__})") from exc
         truncate_log(self.log_path, self.step)
         return True
 
