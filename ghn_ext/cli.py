@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 from . import anytime_cli
 from .ablation import STUDIES
 from .data import DatasetError
+from .distributed import distributed_run
 from .ghn import CheckpointError, GraphHyperNetwork
 from .graph import ArchGraph, GraphError
 from .final import FinalConfig
@@ -45,11 +46,15 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    trainer = Trainer(_train_config(a), a.out)
-    if not a.restart and trainer.resume():
-        print(f"resuming {a.out} at step {trainer.step}")
-    result = trainer.run(progress=not a.quiet)
-    print(f"trained {result['step']} steps; {a.model} saved to {Path(a.out) / (a.model + '.pt')}")
+    with distributed_run(a.device) as ctx:
+        trainer = Trainer(_train_config(a), a.out, ctx)
+        resumed = not a.restart and trainer.resume()
+        if resumed and ctx.is_main:
+            print(f"resuming {a.out} at step {trainer.step}")
+        result = trainer.run(progress=not a.quiet)
+    if ctx.is_main:
+        print(f"trained {result['step']} steps on {ctx.world_size} process(es); {a.model} saved to "
+              f"{Path(a.out) / (a.model + '.pt')}")
     return 0
 
 
@@ -125,9 +130,12 @@ def print_ranking(ranking: Sequence[dict], top: int) -> None:
 def cmd_search(a: argparse.Namespace) -> int:
     _not_anytime(a, "search")
     from .search import run_search, top_best
-    ghn = GraphHyperNetwork.load(a.ckpt, space=a.space)
     cfg = _search_config(a)
-    ranking = run_search(ghn, cfg, a.out, progress=not a.quiet)
+    with distributed_run(a.device) as ctx:
+        ghn = GraphHyperNetwork.load(a.ckpt, space=a.space).to(ctx.device)
+        ranking = run_search(ghn, cfg, a.out, progress=not a.quiet, ctx=ctx)
+    if not ctx.is_main:
+        return 0
     print_ranking(ranking, a.show_top)
     if a.top_best:
         best = top_best(ranking, a.space, cfg, a.out, a.top_best, a.top_best_steps, progress=not a.quiet)
@@ -247,14 +255,23 @@ def cmd_train_final(a: argparse.Namespace) -> int:
         graph = arch_from_record(graph, a.space, macro)
     cfg = FinalConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, drop_path=a.drop_path,
                       aux_weight=a.aux_weight, cutout=a.cutout, train_images=a.train_images,
-                      val_images=a.val_images, seed=a.seed, checkpoint_every=a.checkpoint_every)
-    trainer = FinalTrainer(graph, cfg, a.out, a.data_dir)
-    if trainer.resume():
-        print(f"resuming {a.out} at step {trainer.step} of {trainer.total_steps}")
-    result = trainer.run(progress=not a.quiet)
-    print(f"{graph.stable_hash()}: validation accuracy {result['val_acc']:.4f}, test accuracy "
-          f"{result['test_acc']:.4f}; results in {Path(a.out) / 'result.json'}")
+                      val_images=a.val_images, seed=a.seed, checkpoint_every=a.checkpoint_every,
+                      warmup_epochs=a.warmup_epochs)
+    with distributed_run(a.device) as ctx:
+        trainer = FinalTrainer(graph, cfg, a.out, a.data_dir, ctx)
+        if trainer.resume() and ctx.is_main:
+            print(f"resuming {a.out} at step {trainer.step} of {trainer.total_steps}")
+        result = trainer.run(progress=not a.quiet)
+    if ctx.is_main:
+        print(f"{graph.stable_hash()}: validation accuracy {result['val_acc']:.4f}, test accuracy "
+              f"{result['test_acc']:.4f}; results in {Path(a.out) / 'result.json'}")
     return 0
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda, cuda:N, or auto (this process's GPU when there is one; under torchrun "
+                        "cuda means cuda:LOCAL_RANK, with NCCL; on CPUs the ranks use gloo)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -289,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-images", type=int, default=500, help="validation images per check")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
+    _device_arg(p)
     p.set_defaults(func=cmd_train)
 
     for name, helptext in (("score", "predicted accuracy of architectures listed in a file"),
@@ -308,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--show-top", type=int, default=10)
             p.add_argument("--top-best", type=int, default=0, help="train this many of the best with SGD")
             p.add_argument("--top-best-steps", type=int, default=200)
+            _device_arg(p)
             p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("show", help="print an architecture's summary and render it")
@@ -385,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-images", type=int, default=None, help="first images of the training split (all)")
     p.add_argument("--val-images", type=int, default=FinalConfig.val_images)
     p.add_argument("--checkpoint-every", type=int, default=FinalConfig.checkpoint_every)
+    p.add_argument("--warmup-epochs", type=float, default=FinalConfig.warmup_epochs,
+                   help="linear warmup of the lr (scaled by the number of ranks) under torchrun")
+    _device_arg(p)
     p.set_defaults(func=cmd_train_final)
 
     anytime_cli.add_parser(sub)

@@ -228,13 +228,18 @@ class TensorLoader:
     (zero padding ``pad``) and horizontal flip; ``cutout > 0`` zeroes a random
     ``cutout``-sided square after normalization (independent of ``augment``).
     ``seed=None`` draws the seed from ``generator`` (or torch's global RNG).
+
+    ``shard=(rank, world)`` makes this one of ``world`` loaders that split every global batch of
+    ``batch_size * world`` examples: rank r gets rows ``[r * batch_size, (r + 1) * batch_size)``, with
+    the augmentation that batch would get in one process. Positions count global batches.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128, *,
                  shuffle: bool = False, augment: bool = False, cutout: int = 0, pad: int = 4,
                  drop_last: bool = False, seed: int | None = 0,
                  generator: torch.Generator | None = None,
-                 device: str | torch.device = "cpu", mean=CIFAR10_MEAN, std=CIFAR10_STD):
+                 device: str | torch.device = "cpu", mean=CIFAR10_MEAN, std=CIFAR10_STD,
+                 shard: tuple[int, int] = (0, 1)):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if len(labels) != len(images):
@@ -243,6 +248,9 @@ class TensorLoader:
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.int64)
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
+        self.rank, self.world = (int(v) for v in shard)
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"shard {shard} is not (rank, world) with 0 <= rank < world")
         self.augment, self.cutout, self.pad = augment, int(cutout), int(pad)
         self.mean, self.std = mean, std
         if seed is None:
@@ -251,11 +259,16 @@ class TensorLoader:
         self._rng = torch.Generator()
         self._order_epoch, self._order = -1, None
         if len(self) == 0:
-            raise ValueError(f"no batches: {len(images)} samples, batch_size={batch_size}, "
-                             f"drop_last={drop_last}")
+            raise ValueError(f"no batches: {len(images)} samples, batch_size={batch_size} x {self.world} "
+                             f"ranks, drop_last={drop_last}")
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.world
 
     def __len__(self) -> int:
-        n, b = len(self.labels), self.batch_size
+        """Global batches per epoch."""
+        n, b = len(self.labels), self.global_batch_size
         return n // b if self.drop_last else -(-n // b)
 
     def _seeded(self, *words: int) -> torch.Generator:
@@ -272,17 +285,20 @@ class TensorLoader:
 
     def batch_at(self, epoch: int, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``position`` of epoch ``epoch`` (a pure function of the seed and options)."""
-        idx = self._epoch_order(epoch)[position * self.batch_size:(position + 1) * self.batch_size]
+        gb = self.global_batch_size
+        idx = self._epoch_order(epoch)[position * gb:(position + 1) * gb]
+        b, (h, w) = len(idx), self.images.shape[2:]
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)  # this rank's rows
+        idx = idx[mine]
         x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
-        b, _, h, w = x.shape
         g = self._seeded(epoch, 1, position)
-        if self.augment:
-            dy, dx = (torch.randint(0, 2 * self.pad + 1, (b,), generator=g) for _ in range(2))
-            flip = torch.randint(0, 2, (b,), generator=g).bool()
+        if self.augment:  # drawn for the whole global batch, so a shard's rows match the single loader's
+            dy, dx = (torch.randint(0, 2 * self.pad + 1, (b,), generator=g)[mine] for _ in range(2))
+            flip = torch.randint(0, 2, (b,), generator=g).bool()[mine]
             x = crop_flip(x, dy.to(self.device), dx.to(self.device), flip.to(self.device), self.pad)
         x = normalize(x, self.mean, self.std)
         if self.cutout > 0:
-            cy, cx = torch.randint(0, h, (b,), generator=g), torch.randint(0, w, (b,), generator=g)
+            cy, cx = torch.randint(0, h, (b,), generator=g)[mine], torch.randint(0, w, (b,), generator=g)[mine]
             cutout_(x, cy.to(self.device), cx.to(self.device), self.cutout)
         return x, y
 
@@ -308,15 +324,25 @@ class TensorLoader:
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "epoch": self.epoch, "position": self.position,
-                "num_samples": len(self.labels), "batch_size": self.batch_size}
+                "num_samples": len(self.labels), "batch_size": self.global_batch_size}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Resume from :meth:`state_dict` (data size and batch size must match)."""
-        for key in ("num_samples", "batch_size"):
-            mine = len(self.labels) if key == "num_samples" else self.batch_size
-            if state[key] != mine:
-                raise ValueError(f"loader state has {key}={state[key]}, this loader has {mine}")
-        if not 0 <= state["position"] < len(self):
+    def load_state_dict(self, state: dict, rescale: bool = False) -> None:
+        """Resume from :meth:`state_dict`. The data size must match, and so must the global batch size
+        unless `rescale` (a run resumed on another number of ranks): then the position moves to the
+        first batch of the current epoch none of whose examples were seen yet."""
+        if state["num_samples"] != len(self.labels):
+            raise ValueError(f"loader state has num_samples={state['num_samples']}, this loader has "
+                             f"{len(self.labels)}")
+        position = int(state["position"])
+        if state["batch_size"] != self.global_batch_size:
+            if not rescale:
+                raise ValueError(f"loader state has batch_size={state['batch_size']}, this loader has "
+                                 f"{self.global_batch_size}")
+            position = -(-position * int(state["batch_size"]) // self.global_batch_size)
+        epoch = int(state["epoch"])
+        if position >= len(self) and rescale:
+            epoch, position = epoch + 1, 0
+        if not 0 <= position < len(self):
             raise ValueError(f"loader state position {state['position']} out of range")
-        self.seed, self.epoch, self.position = int(state["seed"]), int(state["epoch"]), int(state["position"])
+        self.seed, self.epoch, self.position = int(state["seed"]), epoch, position
         self._order_epoch = -1  # the seed may have changed: recompute the permutation

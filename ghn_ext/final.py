@@ -6,9 +6,16 @@ drop-path (each summed path of a cell op dropped per example with a probability 
 weighted 0.5. The paper trains 600 epochs on all 45,000 training images; any shorter run is a matter
 of options. Checkpoints are written atomically every few hundred steps and at every epoch's end; a
 rerun in the same folder resumes exactly (same batches, same drop masks, same optimiser state).
+
+Under torchrun (ghn_ext.distributed) the network and its auxiliary head train under
+DistributedDataParallel, each rank on its own rows of a global batch of batch_size images per rank, with
+the learning rate multiplied by the number of ranks and warmed up linearly over the first warmup_epochs
+(the paper: 32 GPUs, lr x 32, 5 warmup epochs). The lr is a function of the step alone, so a run resumes
+on any number of ranks.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -16,11 +23,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import TensorLoader, cifar10_splits
+from .distributed import DistContext, all_sum, gather_lists, wrap_ddp
 from .evaluate import network_accuracy
 from .ghn import CheckpointError, resuming_from
 from .graph import ArchGraph
@@ -29,7 +38,7 @@ from .nets.network import ArchNetwork, infer_shapes, run_network
 from .primitives import PRIMITIVES
 from .progress import progress_bar
 
-STATE_FORMAT = "ghn_ext.final/1"
+STATE_FORMAT = "ghn_ext.final/2"
 # ops whose paths drop-path leaves alone: the cell's plumbing and parameter-free pass-throughs
 _NOT_DROPPED = {"bottleneck", "identity", "skip_connect", "none"}
 
@@ -38,7 +47,8 @@ _NOT_DROPPED = {"bottleneck", "identity", "skip_connect", "none"}
 class FinalConfig:
     epochs: int = 600
     batch_size: int = 64
-    lr: float = 0.025                    # cosine from lr to 0 over the run
+    lr: float = 0.025                    # cosine from lr to 0 over the run (x ranks under torchrun)
+    warmup_epochs: float = 5.0           # linear warmup of the scaled lr, with several ranks only
     momentum: float = 0.9
     weight_decay: float = 3e-4
     drop_path: float = 0.4               # final drop probability (linear from 0)
@@ -93,38 +103,72 @@ def drop_path(y: torch.Tensor, p: float) -> torch.Tensor:
     return y * keep / (1.0 - p)
 
 
+def learning_rate(cfg: FinalConfig, step: int, total_steps: int, steps_per_epoch: int, world_size: int = 1) -> float:
+    """The lr of `step`: cosine from cfg.lr x world_size to 0 over the run; with several ranks, times a
+    linear warmup from 1/warmup_steps to 1 over the first warmup_epochs."""
+    lr = cfg.lr * world_size * 0.5 * (1.0 + math.cos(math.pi * step / max(1, total_steps)))
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch) if world_size > 1 else 0
+    return lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else lr
+
+
+class _NetWithAux(nn.Module):
+    """One training forward (drop-path, auxiliary head) as a module, so that DDP can wrap it."""
+
+    def __init__(self, graph: ArchGraph, net: ArchNetwork, aux: Optional[AuxiliaryHead], tap: int):
+        super().__init__()
+        self.graph, self.net, self.aux, self.tap = graph, net, aux, tap
+
+    def forward(self, x: torch.Tensor, hook) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        capture = {self.tap: None} if self.aux is not None else None
+        logits = run_network(self.graph, x, self.net.node_weights(), self.net.norm_stats(), True, hook, capture)
+        return logits, (self.aux(capture[self.tap]) if self.aux is not None else None)
+
+
 class FinalTrainer:
-    def __init__(self, graph: ArchGraph, cfg: FinalConfig, out_dir: str | Path, data_dir: Optional[str] = None):
+    def __init__(self, graph: ArchGraph, cfg: FinalConfig, out_dir: str | Path, data_dir: Optional[str] = None,
+                 ctx: Optional[DistContext] = None):
         self.graph, self.cfg, self.out = graph.validate(), cfg, Path(out_dir)
+        self.ctx = ctx or DistContext()
         self.checkpoint_path = self.out / "checkpoint.pt"
         self.log_path = self.out / "log.jsonl"
         torch.manual_seed(cfg.seed)
         self.net = ArchNetwork(graph)
         self.tap = auxiliary_tap(graph)
         self.aux = AuxiliaryHead(infer_shapes(graph)[self.tap].channels) if cfg.aux_weight > 0 else None
+        self.model = wrap_ddp(_NetWithAux(graph, self.net, self.aux, self.tap).to(self.ctx.device), self.ctx)
+        if self.ctx.distributed:  # same initial weights everywhere (DDP broadcasts them), own drop masks
+            torch.manual_seed(self._rank_seed(0))
         self.droppable = droppable_nodes(graph)
-        params = list(self.net.parameters()) + (list(self.aux.parameters()) if self.aux else [])
-        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, nesterov=True)
         splits = cifar10_splits(data_dir)
         train = splits.train.head(cfg.train_images)
         self.val, self.test = splits.val.head(cfg.val_images), splits.test
         self.loader = TensorLoader(train.images, train.labels, cfg.batch_size, shuffle=True, augment=True,
-                                   cutout=cfg.cutout, drop_last=True, seed=cfg.seed)
+                                   cutout=cfg.cutout, drop_last=True, seed=cfg.seed, device=self.ctx.device,
+                                   shard=(self.ctx.rank, self.ctx.world_size))
         self.total_steps = cfg.epochs * len(self.loader)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, max(1, self.total_steps))
         self.step = 0
+
+    def _rank_seed(self, step: int) -> int:
+        return int(np.random.SeedSequence([self.cfg.seed, self.ctx.rank, step]).generate_state(1, np.uint64)[0])
+
+    def lr(self) -> float:
+        return learning_rate(self.cfg, self.step, self.total_steps, len(self.loader), self.ctx.world_size)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
+        """The checkpoint; a collective under torchrun (every rank's RNG state is gathered)."""
         return {"format": STATE_FORMAT, "config": asdict(self.cfg), "arch": self.graph.to_dict(),
                 "step": self.step, "net": self.net.state_dict(),
                 "aux": self.aux.state_dict() if self.aux else None,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "loader": self.loader.state_dict(), "rng": torch.get_rng_state()}
+                "optimizer": self.optimizer.state_dict(), "loader": self.loader.state_dict(),
+                "rng": gather_lists([torch.get_rng_state()], self.ctx)}
 
     def save_checkpoint(self) -> None:
-        atomic_save(self.state(), self.checkpoint_path)
+        state = self.state()
+        if self.ctx.is_main:
+            atomic_save(state, self.checkpoint_path)
 
     def resume(self) -> bool:
         if not self.checkpoint_path.exists():
@@ -141,11 +185,15 @@ class FinalTrainer:
             if self.aux:
                 self.aux.load_state_dict(state["aux"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.loader.load_state_dict(state["loader"])
-            torch.set_rng_state(state["rng"])
+            self.loader.load_state_dict(state["loader"], rescale=True)  # it may have had other ranks
             self.step = int(state["step"])
-        truncate_log(self.log_path, self.step)
+            rngs = state["rng"]
+            if len(rngs) == self.ctx.world_size:  # the same ranks: each continues its own drop masks
+                torch.set_rng_state(rngs[self.ctx.rank])
+            else:
+                torch.manual_seed(self._rank_seed(self.step))
+        if self.ctx.is_main:
+            truncate_log(self.log_path, self.step)
         return True
 
     # ------------------------------------------------------------------ training
@@ -153,24 +201,26 @@ class FinalTrainer:
         x, y = self.loader.next_batch()
         p = self.cfg.drop_path * self.step / max(1, self.total_steps)
         hook = (lambda v, t: drop_path(t, p) if v in self.droppable else t) if p > 0 else None
-        capture = {self.tap: None} if self.aux else None
-        self.net.train()
-        logits = run_network(self.graph, x, self.net.node_weights(), self.net.norm_stats(), True, hook, capture)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr()
+        self.model.train()
+        logits, aux_logits = self.model(x, hook)
         loss = F.cross_entropy(logits, y)
-        if self.aux:
-            self.aux.train()
-            loss = loss + self.cfg.aux_weight * F.cross_entropy(self.aux(capture[self.tap]), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {self.step}: non-finite loss {loss.item()}; last checkpoint "
-                                     f"{self.checkpoint_path} is intact")
+        if aux_logits is not None:
+            loss = loss + self.cfg.aux_weight * F.cross_entropy(aux_logits, y)
+        # summed over the ranks before any rank steps, so that all of them stop together on a NaN
+        loss_sum, correct_sum = all_sum([loss.item(), int((logits.argmax(1) == y).sum())], self.ctx)
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"step {self.step}: non-finite loss {loss.item()} on rank {self.ctx.rank}; "
+                                     f"last checkpoint {self.checkpoint_path} is intact")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
-        self.scheduler.step()
         self.step += 1
-        return {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
+        world = self.ctx.world_size
+        return {"loss": loss_sum / world, "acc": correct_sum / (len(y) * world)}
 
     def accuracy(self, split) -> float:
         self.net.eval()
@@ -181,30 +231,34 @@ class FinalTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         end = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
         per_epoch = len(self.loader)
-        truncate_log(self.log_path, self.step)  # lines of a restarted run, or past the checkpoint
-        with progress_bar(self.total_steps, self.step, "train-final", not progress) as bar, \
-                self.log_path.open("a") as log:
+        main = self.ctx.is_main  # the one rank that evaluates, logs and saves
+        if main:
+            truncate_log(self.log_path, self.step)  # lines of a restarted run, or past the checkpoint
+        with progress_bar(self.total_steps, self.step, "train-final", not (progress and main)) as bar, \
+                (self.log_path.open("a") if main else contextlib.nullcontext()) as log:
             while self.step < end:
                 t0 = time.perf_counter()
+                lr = self.lr()
                 stats = self.train_step()
-                record = {"step": self.step - 1, **stats, "seconds": round(time.perf_counter() - t0, 4)}
+                record = {"step": self.step - 1, **stats, "lr": lr, "seconds": round(time.perf_counter() - t0, 4)}
                 epoch_end = self.step % per_epoch == 0
-                if epoch_end:
+                if epoch_end and main:
                     record["epoch"] = self.step // per_epoch
                     record["val_acc"] = self.accuracy(self.val)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                if main:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
                 bar.set_postfix(loss=f"{stats['loss']:.3f}",
-                                **({"val_acc": f"{record['val_acc']:.3f}"} if epoch_end else {}))
+                                **({"val_acc": f"{record['val_acc']:.3f}"} if "val_acc" in record else {}))
                 bar.update(1)
                 if epoch_end or self.step % self.cfg.checkpoint_every == 0:
                     self.save_checkpoint()
         result = {"arch": self.graph.stable_hash(), "step": self.step, "done": self.step == self.total_steps}
-        if result["done"]:
+        if result["done"] and main:
             result.update(val_acc=self.accuracy(self.val), test_acc=self.accuracy(self.test))
             atomic_save({"arch": self.graph.to_dict(), "net": self.net.state_dict()}, self.out / "final.pt")
             write_json_atomic({**result, "config": asdict(self.cfg)}, self.out / "result.json")
         return result
 
 
-__all__ = ["FinalConfig", "FinalTrainer", "AuxiliaryHead", "auxiliary_tap", "droppable_nodes", "drop_path"]
+__all__ = ["FinalConfig", "FinalTrainer", "learning_rate", "AuxiliaryHead", "auxiliary_tap", "droppable_nodes", "drop_path"]

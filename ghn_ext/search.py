@@ -4,6 +4,10 @@ Sample K random architectures (N=17 nodes per cell), score each by validation ac
 weights, rank them, and optionally train the top ones briefly with SGD to pick the best ("Top-best").
 Scores are appended to a JSON-lines file as they are computed, so an interrupted search resumes where
 it stopped; the ranking is rewritten atomically at the end.
+
+Under torchrun (ghn_ext.distributed) the chunks of architectures that a single process would score
+together are dealt to the ranks, each appending to its own scores file, and rank 0 gathers the scores
+into the ranking: the same chunks give the same scores, so the ranking equals the single-process one.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Split, TensorLoader, cifar10_splits
+from .distributed import DistContext, broadcast, deal, gather_lists
 from .evaluate import network_accuracy, score_architectures
 from .ghn import GraphHyperNetwork
 from .graph import ArchGraph
@@ -54,9 +59,9 @@ def describe(graph: ArchGraph) -> dict[str, Any]:
             "flops": count_flops(graph)}
 
 
-def _read_scores(path: Path) -> dict[int, dict[str, Any]]:
+def _read_scores(paths: Sequence[Path]) -> dict[int, dict[str, Any]]:
     done: dict[int, dict[str, Any]] = {}
-    if path.exists():
+    for path in paths:
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
@@ -76,37 +81,47 @@ def _end_with_newline(path: Path) -> None:
 
 
 def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
-               progress: bool = True) -> list[dict[str, Any]]:
-    """Score cfg.num_archs random architectures and write out_dir/ranking.json (best first)."""
+               progress: bool = True, ctx: Optional[DistContext] = None) -> list[dict[str, Any]]:
+    """Score cfg.num_archs random architectures and write out_dir/ranking.json (best first); under
+    torchrun this rank scores its share and every rank returns the whole ranking."""
+    ctx = ctx or DistContext()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scores_path = out / "scores.jsonl"
+    # scores.jsonl of a single process, scores.rank<r>.jsonl of rank r: each file has one writer
+    scores_path = out / (f"scores.rank{ctx.rank}.jsonl" if ctx.distributed else "scores.jsonl")
     space = ghn.config.space
     archs = search_architectures(cfg, space)
     val = cifar10_splits(cfg.data_dir).val.head(cfg.val_images)
-    # only records of this search's architectures (a folder reused with another seed or space
-    # would otherwise rank stale ones)
-    done = {i: r for i, r in _read_scores(scores_path).items()
-            if i < cfg.num_archs and r.get("hash") == archs[i].stable_hash()}
+    # what any earlier run (on any number of ranks) scored, as rank 0 reads it; only records of this
+    # search's architectures (a folder reused with another seed or space would otherwise rank stale ones)
+    done = broadcast({i: r for i, r in _read_scores(sorted(out.glob("scores*.jsonl"))).items()
+                      if i < cfg.num_archs and r.get("hash") == archs[i].stable_hash()}
+                     if ctx.is_main else None, ctx)
     todo = [i for i in range(cfg.num_archs) if i not in done]
+    mine = deal([todo[k:k + cfg.archs_per_batch] for k in range(0, len(todo), cfg.archs_per_batch)], ctx)
     _end_with_newline(scores_path)
     ghn.eval()
     best = max((r["score"] for r in done.values()), default=float("nan"))
-    with progress_bar(cfg.num_archs, cfg.num_archs - len(todo), f"search {space}", not progress) as bar, \
-            scores_path.open("a") as log:
-        for start in range(0, len(todo), cfg.archs_per_batch):
-            chunk = todo[start:start + cfg.archs_per_batch]
+    scored = []
+    # one process counts the whole search; rank 0 of several counts its own share
+    total, initial = ((sum(map(len, mine)), 0) if ctx.distributed else (cfg.num_archs, cfg.num_archs - len(todo)))
+    bar = progress_bar(total, initial, f"search {space}" + (f" (rank 0 of {ctx.world_size})" if ctx.distributed
+                                                            else ""), not (progress and ctx.is_main))
+    with bar, scores_path.open("a") as log:
+        for chunk in mine:
             scores = score_architectures(ghn, [archs[i] for i in chunk], val, cfg.image_batch)
             for i, score in zip(chunk, scores):
                 rec = {"index": i, "score": score, **describe(archs[i])}
-                done[i] = rec
+                scored.append(rec)
                 log.write(json.dumps(rec) + "\n")
                 best = score if math.isnan(best) else max(best, score)
             log.flush()
             bar.set_postfix(best=f"{best:.3f}")
             bar.update(len(chunk))
+    done.update((rec["index"], rec) for rec in gather_lists(scored, ctx))
     ranking = sorted((done[i] for i in range(cfg.num_archs)), key=lambda r: (-r["score"], r["index"]))
-    write_json_atomic({"space": space, "config": asdict(cfg), "ranking": ranking}, out / "ranking.json")
+    if ctx.is_main:
+        write_json_atomic({"space": space, "config": asdict(cfg), "ranking": ranking}, out / "ranking.json")
     return ranking
 
 

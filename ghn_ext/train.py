@@ -8,10 +8,17 @@ of those networks on one batch of CIFAR-10 training images with Adam (lr 1e-3, h
 of the run). The run is a pure function of its config: step s draws its architectures from a
 generator seeded by (seed, s) and the loader's batches are counter-based, so a run resumed from its
 last checkpoint continues exactly as if it had never stopped.
+
+Under torchrun (ghn_ext.distributed) the model trains under DistributedDataParallel: step s draws
+archs_per_step architectures per rank from the same (seed, s) generator, each rank takes its own, and
+its own rows of a global batch of batch_size images per rank; the gradients are averaged over the ranks.
+Rank 0 writes the log and the checkpoints, which resume on any number of ranks.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -22,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import TensorLoader, cifar10_splits
+from .distributed import DistContext, all_sum, deal, gather_lists, wrap_ddp
 from .evaluate import score_architectures
 from .ghn import CheckpointError, GHNConfig, GraphHyperNetwork, resuming_from
 from .io import atomic_save, truncate_log
@@ -83,11 +91,13 @@ class TrainConfig:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-def step_architectures(cfg: TrainConfig, step: int, sampler=None):
-    """The architectures of training step `step`: a function of (seed, step) only."""
+def step_architectures(cfg: TrainConfig, step: int, sampler=None, rank: int = 0, world: int = 1):
+    """Rank `rank`'s architectures of training step `step`: a function of (seed, step, rank, world)
+    only. The ranks share one stream, so rank 0 of any world trains what a single process would."""
     rng = random.Random(f"train:{cfg.seed}:{step}")
     sampler = sampler or cfg.sampler()
-    return [sampler(rng) for _ in range(cfg.archs_per_step)]
+    archs = [sampler(rng) for _ in range(cfg.archs_per_step * (rank + 1))]
+    return archs[rank * cfg.archs_per_step:]
 
 
 def exits_loss(logits: torch.Tensor | list[torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -104,21 +114,27 @@ def lr_schedule(optimizer, steps: int):
 
 
 class Trainer:
-    """Owns the GHN, optimiser, data and output folder of one training run."""
+    """Owns the GHN, optimiser, data and output folder of one training run (of this rank's share of
+    it under torchrun: `ctx` from ghn_ext.distributed.init_distributed)."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: str | Path):
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path, ctx: Optional[DistContext] = None):
         self.cfg = cfg
+        self.ctx = ctx or DistContext()
         self.out = Path(out_dir)
         self.checkpoint_path = self.out / "checkpoint.pt"
         self.log_path = self.out / "train_log.jsonl"
         torch.manual_seed(cfg.seed)
-        self.ghn = cfg.build_model()  # the GHN, or the one-shot model when cfg.model says so
+        # the GHN, or the one-shot model when cfg.model says so; `model` is what the steps call (DDP's
+        # wrapper under torchrun), `ghn` the module itself (checkpoints, validation)
+        self.ghn = cfg.build_model().to(self.ctx.device)
+        self.model = wrap_ddp(self.ghn, self.ctx)
         self.optimizer = torch.optim.Adam(self.ghn.parameters(), lr=cfg.lr)
         self.scheduler = lr_schedule(self.optimizer, cfg.steps)
         splits = cifar10_splits(cfg.data_dir)
         self.val = splits.val.head(cfg.eval_images)
         self.loader = TensorLoader(splits.train.images, splits.train.labels, cfg.batch_size,
-                                   shuffle=True, augment=cfg.augment, drop_last=True, seed=cfg.seed)
+                                   shuffle=True, augment=cfg.augment, drop_last=True, seed=cfg.seed,
+                                   device=self.ctx.device, shard=(self.ctx.rank, self.ctx.world_size))
         self.sampler = cfg.sampler()
         self.step = 0
 
@@ -127,10 +143,11 @@ class Trainer:
         return {"format": TRAIN_STATE_FORMAT, "config": asdict(self.cfg), "step": self.step,
                 "ghn": self.ghn.state_dict(), "ghn_config": asdict(self.ghn.config),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "loader": self.loader.state_dict()}
+                "loader": self.loader.state_dict(), "world_size": self.ctx.world_size}
 
     def save_checkpoint(self) -> None:
-        atomic_save(self.state(), self.checkpoint_path)
+        if self.ctx.is_main:
+            atomic_save(self.state(), self.checkpoint_path)
 
     def resume(self) -> bool:
         """Continue from out_dir/checkpoint.pt when it exists; False when starting fresh."""
@@ -151,25 +168,28 @@ class Trainer:
             self.ghn.load_state_dict(state["ghn"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            self.loader.load_state_dict(state["loader"])
+            self.loader.load_state_dict(state["loader"], rescale=True)  # it may have had other ranks
             self.step = int(state["step"])
-        truncate_log(self.log_path, self.step)
+        if self.ctx.is_main:
+            truncate_log(self.log_path, self.step)
         return True
 
     # ------------------------------------------------------------------ training
     def train_step(self) -> dict[str, float]:
-        archs = step_architectures(self.cfg, self.step, self.sampler)
+        archs = step_architectures(self.cfg, self.step, self.sampler, self.ctx.rank, self.ctx.world_size)
         x, y = self.loader.next_batch()
-        weights = self.ghn(archs)
+        weights = self.model(archs)
         losses, correct = [], 0
         for g, w in zip(archs, weights):
             loss, right = exits_loss(run_network(g, x, w), y)
             losses.append(loss)
             correct += right
         loss = torch.stack(losses).mean()
-        if not torch.isfinite(loss):
+        # summed over the ranks before any rank steps, so that all of them stop together on a NaN
+        loss_sum, correct_sum = all_sum([loss.item(), correct], self.ctx)
+        if not math.isfinite(loss_sum):
             raise NonFiniteLossError(
-                f"step {self.step}: loss is {loss.item()} for architectures "
+                f"step {self.step}: loss is {loss.item()} on rank {self.ctx.rank} for architectures "
                 f"{[g.stable_hash() for g in archs]}; stopped without applying it "
                 f"(last checkpoint: {self.checkpoint_path})")
         self.optimizer.zero_grad(set_to_none=True)
@@ -178,18 +198,20 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.ghn.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return {"loss": loss.item(), "acc": correct / (len(y) * len(archs))}
+        world = self.ctx.world_size
+        return {"loss": loss_sum / world, "acc": correct_sum / (len(y) * len(archs) * world)}
 
     def validate(self) -> float:
         """Mean validation accuracy (an anytime network's: its last exit's) of generated weights on unseen
         architectures at evaluation size (N=17 in the classification space, full blocks in the anytime
-        space; a one-shot model only holds its own N), drawn from a generator no training step uses."""
+        space; a one-shot model only holds its own N), drawn from a generator no training step uses.
+        Under torchrun the architectures are dealt to the ranks and every rank gets the mean."""
         rng = random.Random(f"validate:{self.cfg.seed}")
         ghn_eval = self.cfg.space == "classification" and self.cfg.model == "ghn"
         sampler = self.cfg.sampler(num_nodes=17) if ghn_eval else self.cfg.sampler(evaluation=True)
-        archs = [sampler(rng) for _ in range(self.cfg.eval_archs)]
+        archs = deal([sampler(rng) for _ in range(self.cfg.eval_archs)], self.ctx)
         self.ghn.eval()
-        scores = score_architectures(self.ghn, archs, self.val)
+        scores = gather_lists(score_architectures(self.ghn, archs, self.val) if archs else [], self.ctx)
         self.ghn.train()
         return sum(scores) / len(scores)
 
@@ -197,12 +219,14 @@ class Trainer:
         """Train until cfg.steps (or `stop_after` more steps in this call, as if killed there)."""
         self.out.mkdir(parents=True, exist_ok=True)
         end = self.cfg.steps if stop_after is None else min(self.cfg.steps, self.step + stop_after)
+        main = self.ctx.is_main  # the one rank that logs and saves
         bar = progress_bar(total=self.cfg.steps, initial=self.step, desc=f"train {self.cfg.space}",
-                           disable=not progress)
+                           disable=not (progress and main))
         ema = None
         trained = self.step < end
-        truncate_log(self.log_path, self.step)  # lines of a restarted run, or past the checkpoint
-        with bar, self.log_path.open("a") as log:
+        if main:
+            truncate_log(self.log_path, self.step)  # lines of a restarted run, or past the checkpoint
+        with bar, (self.log_path.open("a") if main else contextlib.nullcontext()) as log:
             while self.step < end:
                 t0 = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]  # the lr this step trains with
@@ -213,8 +237,9 @@ class Trainer:
                 last = self.step == self.cfg.steps
                 if last or (self.cfg.eval_every and self.step % self.cfg.eval_every == 0):
                     record["val_acc"] = self.validate()
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                if main:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
                 ema = stats["acc"] if ema is None else 0.95 * ema + 0.05 * stats["acc"]
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{ema:.3f}",
                                 **({"val_acc": f"{record['val_acc']:.3f}"} if "val_acc" in record else {}))
@@ -222,7 +247,7 @@ class Trainer:
                 if last or self.step % self.cfg.checkpoint_every == 0:
                     self.save_checkpoint()
         final = self.out / f"{self.cfg.model}.pt"
-        if self.step == self.cfg.steps and (trained or not final.exists()):
+        if main and self.step == self.cfg.steps and (trained or not final.exists()):
             self.ghn.save(final, extra={"train_config": asdict(self.cfg)})
         return {"step": self.step, "done": self.step == self.cfg.steps}
 
