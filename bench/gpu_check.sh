@@ -8,6 +8,7 @@
 #   build.log        the build          tests.log       the CUDA tests
 #   sanitizer.log    compute-sanitizer (memcheck, then racecheck and synccheck if time allows)
 #   bench.log        the benchmarks     bench_gpu.json  their pytest-benchmark JSON (ratios in extra_info)
+#   commands.log     ghn train / search / train-final with --device cuda on random stand-in images
 #
 #   bash bench/gpu_check.sh          (from anywhere; OUT defaults to ./gpu_check_out, PYTHON to python3)
 set -uo pipefail
@@ -147,7 +148,29 @@ else
   say "SKIPPED  GPU benchmarks: $( ((BUILD_OK)) || echo 'no build'; ((HAVE_PYTEST)) || echo 'pytest missing'; ((HAVE_BENCH)) || echo 'pytest-benchmark missing')"
 fi
 
-# --- 5. more sanitizers while time remains ---------------------------------------------------------------
+# --- 5. the commands on the GPU (--device cuda), on random images shaped like CIFAR-10 -------------------
+if (( BUILD_OK )); then
+  stage "ghn train / search / train-final --device cuda (random stand-in data)" 120 0 "$OUT/commands.log" \
+    env GHN_DATA_DIR="$OUT/standin_cifar10" "$PY" -c '
+import os, numpy as np
+from ghn_ext.cli import main
+d, out = os.environ["GHN_DATA_DIR"], os.path.dirname(os.environ["GHN_DATA_DIR"]) + "/cmd_runs"
+os.makedirs(d, exist_ok=True)
+r = np.random.default_rng(0)
+np.savez(d + "/cifar10.npz", train_x=r.integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8),
+         train_y=r.integers(0, 10, 50000), test_x=r.integers(0, 256, (10000, 32, 32, 3), dtype=np.uint8),
+         test_y=r.integers(0, 10, 10000))
+small = ["--num-blocks", "2", "--channels", "8", "--quiet", "--device", "cuda"]
+assert main(["train", "--out", out + "/ghn", "--steps", "20", "--eval-images", "200", *small]) == 0
+assert main(["search", "--ckpt", out + "/ghn/ghn.pt", "--out", out + "/search", "--num-archs", "8",
+             "--val-images", "200", *small]) == 0
+assert main(["train-final", "--ranking", out + "/search/ranking.json", "--out", out + "/final", "--epochs", "1",
+             "--train-images", "640", "--val-images", "200", *small]) == 0
+print("commands ran on cuda")'
+  rm -rf "$OUT/standin_cifar10" "$OUT/cmd_runs"
+fi
+
+# --- 6. more sanitizers while time remains ---------------------------------------------------------------
 if (( BUILD_OK )) && [[ -x "$SAN" ]]; then
   sanitize racecheck 150 0
   sanitize synccheck 100 0
