@@ -17,6 +17,7 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
+from .distributed import add_device_argument, distributed_run
 from .train import TrainConfig, Trainer
 
 
@@ -42,34 +43,42 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(space="anytime", steps=a.steps, batch_size=a.batch_size, channels=a.channels, lr=a.lr,
                       seed=a.seed, eval_archs=a.eval_archs, eval_images=a.eval_images, data_dir=a.data_dir,
                       ghn={"T": a.T, "block_channels": a.block_channels})
-    trainer = Trainer(cfg, a.out)
-    if not a.restart and trainer.resume():
-        print(f"resuming {a.out} at step {trainer.step}")
-    result = trainer.run(progress=not a.quiet)
-    print(f"trained {result['step']} steps; GHN saved to {Path(a.out) / 'ghn.pt'}")
+    with distributed_run(a.device) as ctx:
+        trainer = Trainer(cfg, a.out, ctx)
+        if not a.restart and trainer.resume() and ctx.is_main:
+            print(f"resuming {a.out} at step {trainer.step}")
+        result = trainer.run(progress=not a.quiet)
+    if ctx.is_main:
+        print(f"trained {result['step']} steps on {ctx.world_size} process(es); GHN saved to {Path(a.out) / 'ghn.pt'}")
     return 0
 
 
 def cmd_search(a: argparse.Namespace) -> int:
     from .anytime_search import score_anytime
     from .data import cifar10_splits
+    from .evaluate import curve_area
     from .ghn import GraphHyperNetwork
     from .io import write_json_atomic
-    from .spaces import anytime
-    ghn = GraphHyperNetwork.load(a.ckpt, space="anytime")
-    ghn.eval()
-    val = cifar10_splits(a.data_dir).val.head(a.val_images)
-    rng = random.Random(f"anytime-search:{a.seed}")
-    archs = [anytime.sample_architecture(rng, channels=a.channels) for _ in range(a.num_archs)]
+    from .search import SearchConfig, score_resumably, search_architectures
     flops_range = _default_range(a)
-    records = []
-    for start in range(0, len(archs), a.archs_per_batch):
-        batch = archs[start:start + a.archs_per_batch]
-        for g, rec in zip(batch, score_anytime(ghn, batch, val, flops_range)):
-            records.append({**rec, "graph": g.to_dict()})
-    ranking = sorted(records, key=lambda r: -r["area"])
+    # full-size networks, architecture i drawn from (seed, i): a rerun resumes from the scores file
+    archs = search_architectures(SearchConfig(num_archs=a.num_archs, channels=a.channels, seed=a.seed), "anytime")
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with distributed_run(a.device) as ctx:
+        ghn = GraphHyperNetwork.load(a.ckpt, space="anytime").to(ctx.device)
+        ghn.eval()
+        val = cifar10_splits(a.data_dir).val.head(a.val_images)
+
+        def score_chunk(chunk):
+            return [{**rec, "graph": g.to_dict()} for g, rec in zip(chunk, score_anytime(ghn, chunk, val, flops_range))]
+
+        records = score_resumably(archs, score_chunk, out, a.archs_per_batch, "area", "anytime search",
+                                  not a.quiet, ctx)
+    if not ctx.is_main:
+        return 0
+    # areas from the recorded curves, so that a rerun with another --flops-range ranks by that range
+    ranking = sorted(({**r, "area": curve_area(r["exit_flops"], r["exit_acc"], *flops_range)} for r in records),
+                     key=lambda r: (-r["area"], r["index"]))
     write_json_atomic({"flops_range": list(flops_range), "ranking": ranking}, out / "ranking.json")
     print(f"area over [{flops_range[0]:.3g}, {flops_range[1]:.3g}] FLOPs; top {min(a.show_top, len(ranking))}:")
     for r, rec in enumerate(ranking[:a.show_top], 1):
@@ -146,6 +155,7 @@ def add_parser(sub) -> None:
     q.add_argument("--eval-archs", type=int, default=8)
     q.add_argument("--eval-images", type=int, default=500)
     q.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
+    add_device_argument(q)
     q.set_defaults(func=cmd_train)
 
     q = verbs.add_parser("search", help="rank random anytime networks by their predicted area")
@@ -157,6 +167,7 @@ def add_parser(sub) -> None:
     q.add_argument("--archs-per-batch", type=int, default=4)
     q.add_argument("--val-images", type=int, default=5000)
     q.add_argument("--show-top", type=int, default=10)
+    add_device_argument(q)
     q.set_defaults(func=cmd_search)
 
     q = verbs.add_parser("train-final", help="train the chosen network at the baseline's FLOPs, and the "

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 from . import anytime_cli
 from .ablation import STUDIES
 from .data import DatasetError
-from .distributed import distributed_run
+from .distributed import add_device_argument, distributed_run
 from .ghn import CheckpointError, GraphHyperNetwork
 from .graph import ArchGraph, GraphError
 from .final import FinalConfig
@@ -268,12 +268,6 @@ def cmd_train_final(a: argparse.Namespace) -> int:
     return 0
 
 
-def _device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu",
-                   help="cpu, cuda, cuda:N, or auto (this process's GPU when there is one; under torchrun "
-                        "cuda means cuda:LOCAL_RANK, with NCCL; on CPUs the ranks use gloo)")
-
-
 def _int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
@@ -306,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-images", type=int, default=500, help="validation images per check")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
-    _device_arg(p)
+    add_device_argument(p)
     p.set_defaults(func=cmd_train)
 
     for name, helptext in (("score", "predicted accuracy of architectures listed in a file"),
@@ -326,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--show-top", type=int, default=10)
             p.add_argument("--top-best", type=int, default=0, help="train this many of the best with SGD")
             p.add_argument("--top-best-steps", type=int, default=200)
-            _device_arg(p)
+            add_device_argument(p)
             p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("show", help="print an architecture's summary and render it")
@@ -406,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=FinalConfig.checkpoint_every)
     p.add_argument("--warmup-epochs", type=float, default=FinalConfig.warmup_epochs,
                    help="linear warmup of the lr (scaled by the number of ranks) under torchrun")
-    _device_arg(p)
+    add_device_argument(p)
     p.set_defaults(func=cmd_train_final)
 
     anytime_cli.add_parser(sub)

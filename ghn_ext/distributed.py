@@ -56,6 +56,13 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
+def add_device_argument(parser) -> None:
+    """The --device option of the commands that run under torchrun."""
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda, cuda:N, or auto (this process's GPU when there is one); under torchrun "
+                             "cuda means cuda:LOCAL_RANK and the ranks talk over NCCL, on CPUs over gloo")
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     try:
@@ -149,5 +156,5 @@ def wrap_ddp(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
-__all__ = ["DistContext", "init_distributed", "shutdown", "distributed_run", "resolve_device", "deal", "gather_lists",
+__all__ = ["DistContext", "add_device_argument", "init_distributed", "shutdown", "distributed_run", "resolve_device", "deal", "gather_lists",
            "broadcast", "all_sum", "barrier", "wrap_ddp"]

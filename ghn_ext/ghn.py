@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .graph import ArchGraph, GraphBatch, Node, as_graph_list
 from .io import atomic_save
+from .nets.anytime import AnytimeNetwork
 from .nets.network import ArchNetwork, infer_shapes, param_shapes
 from .ops.emit import emit_edge_weights, emit_weights
 from .ops.propagate import GNNParams, SCHEMES, propagate
@@ -279,8 +280,11 @@ class GraphHyperNetwork(nn.Module):
     @torch.no_grad()
     def materialize(self, arch: ArchGraph) -> ArchNetwork:
         """The architecture as an nn.Module initialised with generated weights (BatchNorm uses batch
-        statistics, as when the GHN scores it)."""
-        return ArchNetwork(arch, self.config.input_size, weights=self(arch), track_running_stats=False)
+        statistics, as when the GHN scores it): an AnytimeNetwork, which returns every exit's logits,
+        when the architecture has early exits."""
+        anytime_net = arch.space == "anytime" or sum(PRIMITIVES[n.op].combine == "head" for n in arch.nodes) > 1
+        cls = AnytimeNetwork if anytime_net else ArchNetwork
+        return cls(arch, self.config.input_size, weights=self(arch), track_running_stats=False)
 
     def save(self, path: str | Path, extra: Optional[dict[str, Any]] = None) -> None:
         atomic_save({"format": CHECKPOINT_FORMAT, "config": asdict(self.config),

@@ -16,7 +16,7 @@ import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -80,48 +80,66 @@ def _end_with_newline(path: Path) -> None:
                 f.write(b"\n")
 
 
-def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
-               progress: bool = True, ctx: Optional[DistContext] = None) -> list[dict[str, Any]]:
-    """Score cfg.num_archs random architectures and write out_dir/ranking.json (best first); under
-    torchrun this rank scores its share and every rank returns the whole ranking."""
+def score_resumably(archs: Sequence[ArchGraph], score_chunk: Callable[[list[ArchGraph]], list[dict[str, Any]]],
+                    out_dir: str | Path, archs_per_batch: int, key: str, desc: str, progress: bool = True,
+                    ctx: Optional[DistContext] = None) -> list[dict[str, Any]]:
+    """The records of `archs`, best `key` first: `score_chunk` scores archs_per_batch architectures at a
+    time (one record each, a `key` value among its fields); each record, with the architecture's index
+    and hash, is appended to a scores file in out_dir as soon as it exists, and a rerun only scores what
+    no earlier run (on any number of ranks) recorded. Under torchrun the chunks are dealt to the ranks
+    and every rank returns all the records."""
     ctx = ctx or DistContext()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # scores.jsonl of a single process, scores.rank<r>.jsonl of rank r: each file has one writer
     scores_path = out / (f"scores.rank{ctx.rank}.jsonl" if ctx.distributed else "scores.jsonl")
+    hashes = [g.stable_hash() for g in archs]
+    # rank 0 reads them; only records of these architectures (a folder reused with another seed or
+    # space would otherwise rank stale ones)
+    done = broadcast({i: r for i, r in _read_scores(sorted(out.glob("scores*.jsonl"))).items()
+                      if i < len(archs) and r.get("hash") == hashes[i]} if ctx.is_main else None, ctx)
+    todo = [i for i in range(len(archs)) if i not in done]
+    mine = deal([todo[k:k + archs_per_batch] for k in range(0, len(todo), archs_per_batch)], ctx)
+    _end_with_newline(scores_path)
+    best = max((r[key] for r in done.values()), default=float("nan"))
+    scored = []
+    # one process counts the whole search; rank 0 of several counts its own share
+    total, initial = (sum(map(len, mine)), 0) if ctx.distributed else (len(archs), len(archs) - len(todo))
+    bar = progress_bar(total, initial, desc + (f" (rank 0 of {ctx.world_size})" if ctx.distributed else ""),
+                       not (progress and ctx.is_main))
+    with bar, scores_path.open("a") as log:
+        for chunk in mine:
+            for i, rec in zip(chunk, score_chunk([archs[i] for i in chunk])):
+                rec = {"index": i, "hash": hashes[i], **rec}
+                scored.append(rec)
+                log.write(json.dumps(rec) + "\n")
+                best = rec[key] if math.isnan(best) else max(best, rec[key])
+            log.flush()
+            bar.set_postfix({f"best {key}": f"{best:.3f}"})
+            bar.update(len(chunk))
+    done.update((rec["index"], rec) for rec in gather_lists(scored, ctx))
+    return sorted((done[i] for i in range(len(archs))), key=lambda r: (-r[key], r["index"]))
+
+
+def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
+               progress: bool = True, ctx: Optional[DistContext] = None) -> list[dict[str, Any]]:
+    """Score cfg.num_archs random architectures and write out_dir/ranking.json (best first); under
+    torchrun this rank scores its share and every rank returns the whole ranking."""
+    ctx = ctx or DistContext()
     space = ghn.config.space
     archs = search_architectures(cfg, space)
     val = cifar10_splits(cfg.data_dir).val.head(cfg.val_images)
-    # what any earlier run (on any number of ranks) scored, as rank 0 reads it; only records of this
-    # search's architectures (a folder reused with another seed or space would otherwise rank stale ones)
-    done = broadcast({i: r for i, r in _read_scores(sorted(out.glob("scores*.jsonl"))).items()
-                      if i < cfg.num_archs and r.get("hash") == archs[i].stable_hash()}
-                     if ctx.is_main else None, ctx)
-    todo = [i for i in range(cfg.num_archs) if i not in done]
-    mine = deal([todo[k:k + cfg.archs_per_batch] for k in range(0, len(todo), cfg.archs_per_batch)], ctx)
-    _end_with_newline(scores_path)
     ghn.eval()
-    best = max((r["score"] for r in done.values()), default=float("nan"))
-    scored = []
-    # one process counts the whole search; rank 0 of several counts its own share
-    total, initial = ((sum(map(len, mine)), 0) if ctx.distributed else (cfg.num_archs, cfg.num_archs - len(todo)))
-    bar = progress_bar(total, initial, f"search {space}" + (f" (rank 0 of {ctx.world_size})" if ctx.distributed
-                                                            else ""), not (progress and ctx.is_main))
-    with bar, scores_path.open("a") as log:
-        for chunk in mine:
-            scores = score_architectures(ghn, [archs[i] for i in chunk], val, cfg.image_batch)
-            for i, score in zip(chunk, scores):
-                rec = {"index": i, "score": score, **describe(archs[i])}
-                scored.append(rec)
-                log.write(json.dumps(rec) + "\n")
-                best = score if math.isnan(best) else max(best, score)
-            log.flush()
-            bar.set_postfix(best=f"{best:.3f}")
-            bar.update(len(chunk))
-    done.update((rec["index"], rec) for rec in gather_lists(scored, ctx))
-    ranking = sorted((done[i] for i in range(cfg.num_archs)), key=lambda r: (-r["score"], r["index"]))
+
+    def score_chunk(chunk: list[ArchGraph]) -> list[dict[str, Any]]:
+        scores = score_architectures(ghn, chunk, val, cfg.image_batch)
+        return [{"score": score, **describe(g)} for g, score in zip(chunk, scores)]
+
+    ranking = score_resumably(archs, score_chunk, out_dir, cfg.archs_per_batch, "score", f"search {space}",
+                              progress, ctx)
     if ctx.is_main:
-        write_json_atomic({"space": space, "config": asdict(cfg), "ranking": ranking}, out / "ranking.json")
+        write_json_atomic({"space": space, "config": asdict(cfg), "ranking": ranking},
+                          Path(out_dir) / "ranking.json")
     return ranking
 
 
@@ -177,5 +195,5 @@ def top_best(ranking: Sequence[dict[str, Any]], space: str, cfg: SearchConfig, o
     return best
 
 
-__all__ = ["SearchConfig", "run_search", "top_best", "search_architectures", "arch_from_record",
+__all__ = ["SearchConfig", "run_search", "score_resumably", "top_best", "search_architectures", "arch_from_record",
            "train_briefly", "describe"]

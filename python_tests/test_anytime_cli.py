@@ -43,6 +43,38 @@ def test_train_search_train_final(tmp_path, data_dir, capsys):
     assert json.loads((final / "result.json").read_text())["searched"] == result["searched"]
 
 
+def test_search_resumes_and_reranks_by_another_range(tmp_path, data_dir, monkeypatch):
+    import ghn_ext.anytime_search as anytime_search
+    from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
+
+    torch.manual_seed(0)
+    GraphHyperNetwork(GHNConfig(space="anytime", block_channels=8, T=1)).save(tmp_path / "ghn.pt")
+    scored = []
+    real = anytime_search.score_anytime
+    monkeypatch.setattr(anytime_search, "score_anytime",
+                        lambda ghn, archs, *a, **kw: scored.extend(g.stable_hash() for g in archs) or real(ghn, archs, *a, **kw))
+    out = tmp_path / "search"
+
+    def search(num_archs, *extra):
+        assert cli.main(["anytime", "search", "--ckpt", str(tmp_path / "ghn.pt"), "--out", str(out), "--num-archs",
+                         str(num_archs), "--val-images", "20", "--baseline-layers", "2", "--archs-per-batch", "2",
+                         "--channels", "4", "--data-dir", data_dir, "--quiet", *extra]) == 0
+        return json.loads((out / "ranking.json").read_text())
+
+    first = search(3)
+    assert len(scored) == 3 and (out / "scores.jsonl").is_file()
+    grown = search(5)  # the first 3 are read back, only 2 more scored
+    assert len(scored) == 5 and len(set(scored)) == 5 and len(grown["ranking"]) == 5
+    assert {r["hash"] for r in first["ranking"]} <= {r["hash"] for r in grown["ranking"]}
+    hi = grown["flops_range"][1] / 4
+    narrow = search(5, "--flops-range", f"0,{hi}")  # nothing scored again; areas over the new range
+    assert len(scored) == 5 and narrow["flops_range"] == [0, hi]
+    from ghn_ext.evaluate import curve_area
+    for r in narrow["ranking"]:
+        assert r["area"] == pytest.approx(curve_area(r["exit_flops"], r["exit_acc"], 0, hi))
+    assert [r["area"] for r in narrow["ranking"]] == sorted((r["area"] for r in narrow["ranking"]), reverse=True)
+
+
 @pytest.mark.parametrize("argv,match", [
     (["anytime", "train-final", "--ranking", "missing.json", "--out", "x"], "ranking file missing.json does not exist"),
     (["anytime", "search", "--ckpt", "missing.pt", "--out", "x"], "checkpoint missing.pt does not exist"),

@@ -155,3 +155,21 @@ def test_save_load_round_trip(tmp_path):
     for v in a:
         for k in a[v]:
             torch.testing.assert_close(a[v][k], b[v][k], rtol=0, atol=0)
+
+
+def test_materialize_gives_an_anytime_network_with_every_exit():
+    from ghn_ext.nets import AnytimeNetwork
+
+    ghn, g = make_ghn(), arch(3)
+    model = ghn.materialize(g)
+    assert isinstance(model, AnytimeNetwork)
+    x = images(4)
+    with torch.no_grad():
+        expected = run_anytime(g, x, ghn(g), exit_schedule(g))
+        got = model(x)
+    assert len(got) == len(expected) == len(model.exit_flops) > 1
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        cheap = model(x, budget=model.exit_flops[1])
+    assert len(cheap) == 2 and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(cheap, got))
