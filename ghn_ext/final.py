@@ -163,7 +163,17 @@ class FinalTrainer:
                 "step": self.step, "net": self.net.state_dict(),
                 "aux": self.aux.state_dict() if self.aux else None,
                 "optimizer": self.optimizer.state_dict(), "loader": self.loader.state_dict(),
-                "rng": gather_lists([torch.get_rng_state()], self.ctx)}
+                "rng": gather_lists([self._rng_state()], self.ctx)}
+
+    def _rng_state(self) -> list[torch.Tensor]:
+        """The generators drop-path draws from: the CPU's, and this rank's GPU's when it runs on one."""
+        dev = self.ctx.device
+        return [torch.get_rng_state()] + ([torch.cuda.get_rng_state(dev)] if dev.type == "cuda" else [])
+
+    def _set_rng_state(self, states: list[torch.Tensor]) -> None:
+        torch.set_rng_state(states[0])
+        if self.ctx.device.type == "cuda" and len(states) > 1:
+            torch.cuda.set_rng_state(states[1], self.ctx.device)
 
     def save_checkpoint(self) -> None:
         state = self.state()
@@ -189,7 +199,7 @@ class FinalTrainer:
             self.step = int(state["step"])
             rngs = state["rng"]
             if len(rngs) == self.ctx.world_size:  # the same ranks: each continues its own drop masks
-                torch.set_rng_state(rngs[self.ctx.rank])
+                self._set_rng_state(rngs[self.ctx.rank])
             else:
                 torch.manual_seed(self._rank_seed(self.step))
         if self.ctx.is_main:
@@ -224,7 +234,8 @@ class FinalTrainer:
 
     def accuracy(self, split) -> float:
         self.net.eval()
-        return network_accuracy(self.graph, self.net.node_weights(), split, norm_stats=self.net.norm_stats())
+        return network_accuracy(self.graph, self.net.node_weights(), split, device=self.ctx.device,
+                                norm_stats=self.net.norm_stats())
 
     def run(self, stop_after: Optional[int] = None, progress: bool = True) -> dict[str, Any]:
         """Train to the end (or `stop_after` more steps, as if killed there); returns the results."""
