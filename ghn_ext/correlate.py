@@ -148,11 +148,18 @@ def scatter_plot(entries: dict[str, dict[str, Any]], records: Sequence[dict[str,
 
 def correlate(predictors: Sequence[Predictor], archs: Sequence[ArchGraph], records: Sequence[dict[str, Any]],
               out_dir: str | Path, progress: bool = True, title: Optional[str] = None) -> list[dict[str, Any]]:
-    """Run (or resume) every predictor on `archs`, write table.md, table.json and scatter.png."""
+    """Run (or resume) every predictor on `archs`, write table.md, table.json and scatter.png. The
+    table also keeps the predictors an earlier run in out_dir scored on all of `archs` (a GHN whose
+    checkpoint is gone still has its row), after the ones run now."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = PredictionCache(out / "predictions.json")
     entries = {p.name: cache.run(p, archs, progress) for p in predictors}
+    hashes = {g.stable_hash() for g in archs}
+    entries.update((name, entry) for name, entry in cache.data.items()
+                   if name not in entries and hashes <= entry.get("scores", {}).keys())
+    if not entries:
+        raise ValueError(f"nothing to tabulate: no predictor given and none in {cache.path} scored every architecture")
     rows = [summarize(name, entry, records) for name, entry in entries.items()]
     (out / "table.md").write_text(markdown_table(rows))
     write_json_atomic(rows, out / "table.json")

@@ -64,6 +64,12 @@ def test_correlate_writes_table_plot_and_resumes(tmp_path):
 
     again = correlate([Predictor("good", fail, 3600)], archs, records, tmp_path, progress=False)
     assert again[0]["pearson"] == pytest.approx(1.0)
+    # a predictor scored earlier keeps its row; one scored on only some architectures has none
+    assert [r["predictor"] for r in again] == ["good", "reversed"]
+    partial = correlate([Predictor("partial", lambda g: 0.5)], archs[:4], records[:4], tmp_path / "p", progress=False)
+    assert [r["predictor"] for r in partial] == ["partial"]
+    with pytest.raises(ValueError, match="nothing to tabulate"):
+        correlate([], archs, records, tmp_path / "p", progress=False)
 
 
 def test_damaged_cache(tmp_path):
