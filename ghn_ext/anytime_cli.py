@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from dataclasses import asdict
 from pathlib import Path
 
