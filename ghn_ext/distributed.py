@@ -102,6 +102,9 @@ def distributed_run(device: str = "auto") -> Iterator[DistContext]:
     ctx = init_distributed(device)
     try:
         yield ctx
+        # meet before tearing down: a rank leaving gloo while a peer still finishes the last
+        # collective's traffic aborts that peer ("terminate called without an active exception")
+        barrier(ctx)
     finally:
         shutdown(ctx)
 
