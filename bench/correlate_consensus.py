@@ -1,0 +1,71 @@
+"""What do the predictors agree on, and what drives the ground truth? Read from a `ghn correlate` folder.
+
+Two checks on the correlation benchmark, with no training or scoring (predictions.json holds the scores):
+- consensus: the GHNs' scores standardised and averaged over every subset of k GHNs (k = 1 .. all),
+  so that each GHN's own preferences, which vary from seed to seed, average out. If the consensus
+  ranks better than a single GHN, seed variance is what limits the GHN; if not, what the GHNs agree on
+  is itself unlike the ground truth;
+- features: the correlation of the ground truth, the consensus and every predictor with simple traits
+  of an architecture (nodes of each op per cell, log parameters, log FLOPs, edges per cell).
+
+    python bench/correlate_consensus.py bench/groundtruth/classification.json bench/correlate/predictions.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from ghn_ext.correlate import rank_correlations
+from ghn_ext.groundtruth import load_groundtruth
+
+
+def standardised(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / x.std()
+
+
+def architecture_traits(records: list[dict]) -> dict[str, np.ndarray]:
+    ops = sorted({op for r in records for op in r["arch"]["ops"]})
+    traits = {op: np.array([r["arch"]["ops"].count(op) for r in records], float) for op in ops}
+    traits["log params"] = np.log([r["params"] for r in records])
+    traits["log FLOPs"] = np.log([r["flops"] for r in records])
+    traits["edges"] = np.array([sum(map(len, r["arch"]["inputs"])) for r in records], float)
+    return traits
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("groundtruth")
+    p.add_argument("predictions", help="predictions.json of a `ghn correlate` output folder")
+    p.add_argument("--prefix", default="GHN", help="predictors whose names start so form the consensus")
+    a = p.parse_args()
+    _, records = load_groundtruth(a.groundtruth)
+    truth = np.array([r["val_acc"] for r in records])
+    preds = json.loads(Path(a.predictions).read_text())
+    scores = {name: np.array([pred["scores"][r["hash"]]["score"] for r in records]) for name, pred in preds.items()}
+    ghns = [name for name in scores if name.startswith(a.prefix)]
+    if len(ghns) < 2:
+        p.error(f"need at least two predictors named {a.prefix}*, found {ghns}")
+
+    print(f"consensus of k of the {len(ghns)} {a.prefix} predictors ({', '.join(ghns)}), mean over the subsets:")
+    print("| k | Pearson R | R, top half | Spearman | lowest R | highest R |\n|---|---|---|---|---|---|")
+    for k in range(1, len(ghns) + 1):
+        rows = [rank_correlations(sum(standardised(scores[n]) for n in subset), truth)
+                for subset in combinations(ghns, k)]
+        r = np.array([row["pearson"] for row in rows])
+        print(f"| {k} | {r.mean():.3f} | {np.mean([row['pearson_top'] for row in rows]):.3f} | "
+              f"{np.mean([row['spearman'] for row in rows]):.3f} | {r.min():.3f} | {r.max():.3f} |")
+
+    consensus = sum(standardised(scores[n]) for n in ghns)
+    columns = {"ground truth": truth, "consensus": consensus, **scores}
+    print("\nPearson correlation of each trait with the ground truth, the consensus of all, and each predictor:")
+    print("| trait | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
+    for trait, values in architecture_traits(records).items():
+        print(f"| {trait} | " + " | ".join(f"{np.corrcoef(values, c)[0, 1]:+.2f}" for c in columns.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Retrain the first architectures of a ground truth under a changed protocol and compare the two runs.
+
+Two questions about the ground truth itself, asked of the same architectures:
+- how repeatable is it? `--train-seed 1`: the same protocol with another SGD seed;
+- does it measure what longer training would? `--epochs 4`: four times the SGD steps.
+The correlation any predictor can reach is capped by the first; the second tells whether a short
+protocol ranks like a longer one (the paper's ground truth trains for 50 epochs). With
+`--predictions` (a `ghn correlate` predictions.json) every predictor is also correlated with both runs
+on the retrained architectures.
+
+Results go to `--out` (JSON, rewritten after every architecture, so a rerun resumes). `--shard r/n`
+trains every n-th architecture starting at r, so several processes can share the work; the summary is
+printed once every architecture is in the files given to `--out` (comma-separated).
+
+    OMP_NUM_THREADS=1 python bench/groundtruth_retrain.py bench/groundtruth/classification.json --num-archs 10 \
+        --train-seed 1 --out runs/gt_seed1.json
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from ghn_ext.data import cifar10_splits
+from ghn_ext.groundtruth import groundtruth_set, train_under_protocol
+from ghn_ext.io import write_json_atomic
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    rank, world = (int(x) for x in text.split("/"))
+    if not 0 <= rank < world:
+        raise argparse.ArgumentTypeError(f"shard {text!r}: need 0 <= r < n in r/n")
+    return rank, world
+
+
+def read_results(paths: list[Path]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for path in paths:
+        if path.exists():
+            out.update(json.loads(path.read_text())["val_acc"])
+    return out
+
+
+def correlations(x: np.ndarray, y: np.ndarray) -> str:
+    return f"Pearson {stats.pearsonr(x, y)[0]:+.3f}, Spearman {stats.spearmanr(x, y)[0]:+.3f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("groundtruth")
+    p.add_argument("--num-archs", type=int, default=10)
+    p.add_argument("--train-seed", type=int, default=None, help="SGD seed of the retraining (default: the file's)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of the retraining (default: the file's)")
+    p.add_argument("--out", required=True, help="results JSON; several comma-separated files to summarise shards")
+    p.add_argument("--shard", type=parse_shard, default=(0, 1), help="r/n: train every n-th architecture from r")
+    p.add_argument("--predictions", default=None, help="a `ghn correlate` predictions.json to correlate as well")
+    p.add_argument("--data-dir", default=None)
+    a = p.parse_args()
+
+    protocol, archs, records = groundtruth_set(a.groundtruth)
+    changes = {k: v for k, v in (("seed", a.train_seed), ("epochs", a.epochs)) if v is not None}
+    if not changes:
+        p.error("nothing to change: give --train-seed and/or --epochs")
+    other = dataclasses.replace(protocol, **changes)  # architectures stay those of the file
+    outs = [Path(x) for x in a.out.split(",")]
+    done = read_results(outs)
+    chosen = list(zip(archs, records))[:a.num_archs]
+    rank, world = a.shard
+    todo = [(g, r) for g, r in chosen[rank::world] if r["hash"] not in done]
+    if todo:
+        mine = read_results(outs[:1])
+        splits = cifar10_splits(a.data_dir)
+        train, val = splits.train.head(other.train_images), splits.val.head(other.val_images)
+        for g, r in todo:
+            start = time.perf_counter()
+            mine[r["hash"]] = train_under_protocol(g, other, train, val)
+            write_json_atomic({"protocol": dataclasses.asdict(other), "val_acc": mine}, outs[0])
+            print(json.dumps({"index": r["index"], "file": r["val_acc"], "retrained": mine[r["hash"]],
+                              "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+        done = read_results(outs)
+
+    missing = [r["index"] for _, r in chosen if r["hash"] not in done]
+    if missing:
+        print(f"{len(missing)} of {len(chosen)} architectures not retrained yet (indices {missing}); "
+              "the summary needs them all")
+        return
+    hashes = [r["hash"] for _, r in chosen]
+    first = np.array([r["val_acc"] for _, r in chosen])
+    second = np.array([done[h] for h in hashes])
+    print(f"{len(hashes)} architectures, file against retrained ({changes}): {correlations(first, second)}; "
+          f"mean |difference| {np.abs(first - second).mean():.4f}; std {first.std():.4f} / {second.std():.4f}")
+    if a.predictions:
+        for name, pred in json.loads(Path(a.predictions).read_text()).items():
+            x = np.array([pred["scores"][h]["score"] for h in hashes])
+            print(f"  {name:20s} with the file: {correlations(x, first)};  with the retraining: {correlations(x, second)}")
+
+
+if __name__ == "__main__":
+    main()
