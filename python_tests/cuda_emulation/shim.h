@@ -1,13 +1,14 @@
-// Just enough of CUDA's device built-ins to compile csrc/cuda/propagate_kernel.cuh for the CPU: each
-// CUDA thread of a CTA becomes a std::thread, __syncthreads a barrier of the CTA's threads and
-// __syncwarp a barrier of the warp's 32 (every call site of the kernel is warp-uniform, as CUDA
-// requires). Test-only: python_tests/test_propagate_cuda_emulated.py.
+// Just enough of CUDA's device built-ins to compile csrc/cuda/propagate_kernel.cuh and
+// csrc/cuda/emit_kernel.cuh for the CPU: each CUDA thread of a CTA becomes a std::thread,
+// __syncthreads a barrier of the CTA's threads and __syncwarp a barrier of the warp's 32 (every
+// call site of the kernel is warp-uniform, as CUDA requires). Test-only: python_tests/test_*_cuda_emulated.py.
 #pragma once
 
 #include <algorithm>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -36,6 +37,18 @@ struct alignas(16) float4 {
 struct alignas(16) double2 {
   double x, y;
 };
+
+// The explicitly rounded arithmetic of the emission kernels: plain IEEE operations on the host,
+// where x86-64 builds without -mfma do not contract a * b + c.
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __longlong_as_double(long long bits) {
+  double d;
+  std::memcpy(&d, &bits, sizeof d);
+  return d;
+}
 
 using std::max;
 using std::min;
