@@ -446,3 +446,26 @@ def test_training_step_on_compiled_ops_matches_reference_step(monkeypatch):
         # rounding noise may move either way, so compare them at that size
         torch.testing.assert_close(params_k[name], params_r[name], rtol=0, atol=2e-3,
                                    msg=lambda m: f"parameter {name} after the step: {m}")
+
+
+# ------------------------------------------------------------------------------------------ weight scale
+def test_predictions_do_not_depend_on_the_scale_of_generated_weights():
+    """Every generated convolution of the classification space reaches BatchNorm (batch statistics when
+    the GHN scores) before anything adds to it, and the classifier's logits only scale with its
+    weights: a positive factor per node changes the logits only through BatchNorm's eps, so
+    normalising the scale of generated weights cannot change a score (issue 6's question about
+    normalisation); a perturbation of their direction of the same size does."""
+    arch = cls_arch(4, num_nodes=7, num_blocks=3)
+    weights = make_ghn(seed=1).double()(arch)
+    rng = torch.Generator().manual_seed(0)
+    factors = {v: float(torch.empty(()).uniform_(0.2, 5.0, generator=rng)) for v in weights}
+    scaled = {v: {name: w * factors[v] for name, w in ws.items()} for v, ws in weights.items()}
+    noisy = {v: {name: w + 0.5 * w.std() * torch.randn(w.shape, generator=rng, dtype=w.dtype)
+                 for name, w in ws.items()} for v, ws in weights.items()}
+    x = images(64).double()
+    head = next(v for v, n in enumerate(arch.nodes) if PRIMITIVES[n.op].combine == "head")
+    logits = Network(arch)(x, weights)
+    size = logits.abs().max()
+    scale_change = (Network(arch)(x, scaled) / factors[head] - logits).abs().max()
+    direction_change = (Network(arch)(x, noisy) - logits).abs().max()
+    assert scale_change < 1e-3 * size < direction_change * 1e-2
