@@ -10,7 +10,9 @@ on the retrained architectures.
 
 Results go to `--out` (JSON, rewritten after every architecture, so a rerun resumes). `--shard r/n`
 trains every n-th architecture starting at r, so several processes can share the work; the summary is
-printed once every architecture is in the files given to `--out` (comma-separated).
+printed once every architecture is in the files given to `--out` (comma-separated). `--merged` then
+writes the retraining as a ground-truth file of its own (the format of `ghn groundtruth`, under the
+changed protocol), which `ghn correlate --groundtruth` reads like the original.
 
     OMP_NUM_THREADS=1 python bench/groundtruth_retrain.py bench/groundtruth/classification.json --num-archs 10 \
         --train-seed 1 --out runs/gt_seed1.json
@@ -59,6 +61,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="results JSON; several comma-separated files to summarise shards")
     p.add_argument("--shard", type=parse_shard, default=(0, 1), help="r/n: train every n-th architecture from r")
     p.add_argument("--predictions", default=None, help="a `ghn correlate` predictions.json to correlate as well")
+    p.add_argument("--merged", default=None, help="write the retrained architectures as a ground-truth file")
     p.add_argument("--data-dir", default=None)
     a = p.parse_args()
 
@@ -66,6 +69,8 @@ def main() -> None:
     changes = {k: v for k, v in (("seed", a.train_seed), ("epochs", a.epochs)) if v is not None}
     if not changes:
         p.error("nothing to change: give --train-seed and/or --epochs")
+    if a.merged and "seed" in changes:
+        p.error("--merged needs the file's seed: a ground-truth file's seed also draws its architectures")
     other = dataclasses.replace(protocol, **changes)  # architectures stay those of the file
     outs = [Path(x) for x in a.out.split(",")]
     done = read_results(outs)
@@ -94,6 +99,11 @@ def main() -> None:
     second = np.array([done[h] for h in hashes])
     print(f"{len(hashes)} architectures, file against retrained ({changes}): {correlations(first, second)}; "
           f"mean |difference| {np.abs(first - second).mean():.4f}; std {first.std():.4f} / {second.std():.4f}")
+    if a.merged:
+        results = {r["hash"]: {k: v for k, v in r.items() if k != "train_seconds"} | {"val_acc": done[r["hash"]]}
+                   for _, r in chosen}
+        write_json_atomic({"protocol": dataclasses.asdict(other), "results": results}, a.merged)
+        print(f"ground truth under the changed protocol written to {a.merged}")
     if a.predictions:
         for name, pred in json.loads(Path(a.predictions).read_text()).items():
             x = np.array([pred["scores"][h]["score"] for h in hashes])
