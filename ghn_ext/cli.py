@@ -191,11 +191,14 @@ def cmd_correlate(a: argparse.Namespace) -> int:
     from .groundtruth import groundtruth_set
     from .oneshot import OneShotModel
 
-    if not (a.ghn or a.oneshot or a.sgd_steps):
-        raise ValueError("nothing to compare: give --ghn, --oneshot or --sgd-steps")
+    given = a.ghn or a.oneshot or a.sgd_steps
+    if not (given or (Path(a.out) / "predictions.json").exists()):
+        raise ValueError("nothing to compare: give --ghn, --oneshot or --sgd-steps, or an --out folder whose "
+                         "predictions.json holds scores (to tabulate them against this ground truth)")
     protocol, archs, records = groundtruth_set(a.groundtruth)
-    splits = cifar10_splits(a.data_dir)
-    train, val = splits.train.head(protocol.train_images), splits.val.head(protocol.val_images)
+    if given:
+        splits = cifar10_splits(a.data_dir)
+        train, val = splits.train.head(protocol.train_images), splits.val.head(protocol.val_images)
     predictors = []
     for spec in a.ghn:
         name, _, path = spec.rpartition("=")
@@ -350,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a trained GHN (ghn.pt); repeat to compare several")
     p.add_argument("--oneshot", help="a trained one-shot model (oneshot.pt from `ghn train --model oneshot`)")
     p.add_argument("--sgd-steps", type=_int_list, default=[], help="comma-separated k of SGD-k, e.g. 1,2,9,100")
-    p.add_argument("--out", required=True, help="folder: predictions.json (cache), table.md, scatter.png")
+    p.add_argument("--out", required=True, help="folder: predictions.json (cache), table.md, scatter.png; "
+                   "with no predictor given, the cached scores are tabulated against --groundtruth")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_correlate)

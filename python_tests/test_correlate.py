@@ -95,7 +95,11 @@ def test_cli(data_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| tiny |" in printed and "| SGD-1 |" in printed
     assert (out / "scatter.png").exists()
-    assert main(["correlate", "--groundtruth", str(gt), "--out", str(out), "--quiet"]) == 2
+    # no predictor: the folder's cached scores against the (here: same) ground truth, no data needed
+    assert main(["correlate", "--groundtruth", str(gt), "--out", str(out), "--data-dir", str(tmp_path / "no-data"),
+                 "--quiet"]) == 0
+    assert capsys.readouterr().out.split("table and")[0] == printed.split("table and")[0]
+    assert main(["correlate", "--groundtruth", str(gt), "--out", str(tmp_path / "empty"), "--quiet"]) == 2
     assert "nothing to compare" in capsys.readouterr().err
     assert main(["correlate", "--groundtruth", str(tmp_path / "none.json"), "--sgd-steps", "1", "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
