@@ -9,44 +9,26 @@ scheduling, the memory model's corner cases, the compiled code itself) and speed
 covers the real kernels on a GPU. For races, the extension can be built with -fsanitize=thread (see
 cuda_emulation/README.md).
 
-The emulation library is compiled on first use (about a minute on two cores) into build/cuda_emulation/.
+The emulation library is compiled on first use (about a minute on two cores) into build/ghn_ext_cuda_emulation/.
 """
 from __future__ import annotations
 
-import os
 import random
-import shutil
 
 import pytest
 import torch
 
-import ghn_ext.ops._extension as ext
-from ghn_ext.ops import HAS_EXTENSION
-
+from cuda_emulation import load_emulation, needs_emulation
 from test_propagate_op import HAND, RANDOM, Case, make_h0, make_params, op_args
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 H100_SMEM = 227 * 1024  # the H100's opt-in shared memory per block
 
-pytestmark = [
-    pytest.mark.skipif(not (HAS_EXTENSION and ext.has_kernel("propagate", "cpu")),
-                       reason=f"compiled extension ghn_ext._C not built ({ext.IMPORT_ERROR})"),
-    pytest.mark.skipif(shutil.which("c++") is None or shutil.which("ninja") is None,
-                       reason="needs a C++ compiler and ninja to build the emulation"),
-]
+pytestmark = needs_emulation("propagate")
 
 
 @pytest.fixture(scope="module")
 def emu():
-    from torch.utils import cpp_extension
-
-    build = os.path.join(os.path.dirname(HERE), "build", "cuda_emulation")
-    os.makedirs(build, exist_ok=True)
-    return cpp_extension.load(
-        name="ghn_ext_cuda_emulation",
-        sources=[os.path.join(HERE, "cuda_emulation", "propagate_emulation.cpp")],
-        extra_cflags=["-O1", "-std=c++20", "-pthread"], extra_ldflags=["-pthread"],
-        build_directory=build)
+    return load_emulation("ghn_ext_cuda_emulation", "propagate_emulation.cpp")
 
 
 def index_args(case, order=None):
