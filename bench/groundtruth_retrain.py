@@ -44,7 +44,10 @@ def read_results(paths: list[Path]) -> dict[str, float]:
     out: dict[str, float] = {}
     for path in paths:
         if path.exists():
-            out.update(json.loads(path.read_text())["val_acc"])
+            try:
+                out.update(json.loads(path.read_text())["val_acc"])
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise SystemExit(f"{path} is damaged or not written by this script ({exc!r}); move it away") from None
     return out
 
 
