@@ -24,7 +24,8 @@ from ghn_ext.groundtruth import load_groundtruth
 
 
 def standardised(x: np.ndarray) -> np.ndarray:
-    return (x - x.mean()) / x.std()
+    """To mean 0, standard deviation 1 (each column of a 2-D array)."""
+    return (x - x.mean(0)) / x.std(0)
 
 
 def architecture_traits(records: list[dict]) -> dict[str, np.ndarray]:

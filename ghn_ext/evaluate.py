@@ -14,19 +14,25 @@ from .nets.anytime import Exit, run_anytime
 from .nets.network import run_network
 
 
-@torch.no_grad()
-def network_accuracy(graph: ArchGraph, weights, split: Split, image_batch: int = 100,
-                     device: str | torch.device = "cpu", norm_stats=None) -> float:
-    """Top-1 accuracy of `graph` on `split` with `weights`. Without `norm_stats` BatchNorm uses each
-    batch's statistics, as when the GHN was trained, so batches should be large enough to estimate
-    them (>= 100); with them (a trained ArchNetwork's running statistics) it runs in eval mode."""
-    correct = 0
+@torch.no_grad()  # the decorator, not a with-block: grad mode switches back at every yield
+def network_logits(graph: ArchGraph, weights, split: Split, image_batch: int = 100,
+                   device: str | torch.device = "cpu", norm_stats=None):
+    """(logits, labels) of `graph` with `weights`, batch by batch over `split` (the last exit's logits
+    for an anytime network). Without `norm_stats` BatchNorm uses each batch's statistics, as when the
+    GHN was trained, so batches should be large enough to estimate them (>= 100); with them (a trained
+    ArchNetwork's running statistics) it runs in eval mode."""
     for start in range(0, len(split.labels), image_batch):
         x = normalize(split.images[start:start + image_batch]).to(device)
         y = split.labels[start:start + image_batch].to(device)
         logits = run_network(graph, x, weights, norm_stats, training=norm_stats is None)
-        logits = logits[-1] if isinstance(logits, list) else logits
-        correct += int((logits.argmax(1) == y).sum())
+        yield (logits[-1] if isinstance(logits, list) else logits), y
+
+
+def network_accuracy(graph: ArchGraph, weights, split: Split, image_batch: int = 100,
+                     device: str | torch.device = "cpu", norm_stats=None) -> float:
+    """Top-1 accuracy of `graph` on `split` with `weights` (BatchNorm as in :func:`network_logits`)."""
+    correct = sum(int((logits.argmax(1) == y).sum())
+                  for logits, y in network_logits(graph, weights, split, image_batch, device, norm_stats))
     return correct / max(1, len(split.labels))
 
 

@@ -469,3 +469,22 @@ def test_predictions_do_not_depend_on_the_scale_of_generated_weights():
     scale_change = (Network(arch)(x, scaled) / factors[head] - logits).abs().max()
     direction_change = (Network(arch)(x, noisy) - logits).abs().max()
     assert scale_change < 1e-3 * size < direction_change * 1e-2
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def test_network_logits_gives_the_accuracy_and_leaves_grad_mode_to_the_caller():
+    """The scoring loop yields batch by batch; no_grad must hold only inside it, not leak to the code
+    between two batches (a with-block in a generator would leave it switched off there)."""
+    from ghn_ext.data import Split
+    from ghn_ext.evaluate import network_accuracy, network_logits
+
+    arch = cls_arch(5, num_nodes=5, num_blocks=3)
+    weights = make_ghn(seed=2)(arch)
+    split = Split((torch.rand(250, 3, 32, 32) * 255).to(torch.uint8), torch.randint(0, 10, (250,)))
+    right, sizes = 0, []
+    for logits, y in network_logits(arch, weights, split, image_batch=100):
+        assert torch.is_grad_enabled() and not logits.requires_grad
+        right += int((logits.argmax(1) == y).sum())
+        sizes.append(len(y))
+    assert sizes == [100, 100, 50]
+    assert network_accuracy(arch, weights, split, image_batch=100) == right / 250
