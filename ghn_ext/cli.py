@@ -186,11 +186,13 @@ def cmd_groundtruth(a: argparse.Namespace) -> int:
 
 
 def cmd_correlate(a: argparse.Namespace) -> int:
-    from .correlate import correlate, markdown_table, model_predictor, sgd_predictor
+    from .correlate import correlate, ghn_sgd_predictor, markdown_table, model_predictor, sgd_predictor
     from .data import cifar10_splits
     from .groundtruth import groundtruth_set
     from .oneshot import OneShotModel
 
+    if a.ghn_sgd_steps and not a.ghn:
+        raise ValueError("--ghn-sgd-steps trains from a GHN's weights: give the GHN with --ghn")
     given = a.ghn or a.oneshot or a.sgd_steps
     if not (given or (Path(a.out) / "predictions.json").exists()):
         raise ValueError("nothing to compare: give --ghn, --oneshot or --sgd-steps, or an --out folder whose "
@@ -202,10 +204,13 @@ def cmd_correlate(a: argparse.Namespace) -> int:
     predictors = []
     for spec in a.ghn:
         name, _, path = spec.rpartition("=")
-        predictors.append(model_predictor(name or "GHN", GraphHyperNetwork.load(path, protocol.space), val, path))
+        ghn = GraphHyperNetwork.load(path, protocol.space)
+        predictors.append(model_predictor(name or "GHN", ghn, val, path))
+        predictors += [ghn_sgd_predictor(name or "GHN", ghn, k, protocol, train, val, path, a.batch_stats)
+                       for k in a.ghn_sgd_steps]
     if a.oneshot:
         predictors.append(model_predictor("one-shot", OneShotModel.load(a.oneshot), val, a.oneshot))
-    predictors += [sgd_predictor(k, protocol, train, val) for k in a.sgd_steps]
+    predictors += [sgd_predictor(k, protocol, train, val, a.batch_stats) for k in a.sgd_steps]
     rows = correlate(predictors, archs, records, a.out, progress=not a.quiet,
                      title=f"{len(records)} architectures, ground truth: {protocol.steps} SGD steps")
     print(markdown_table(rows), end="")
@@ -353,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a trained GHN (ghn.pt); repeat to compare several")
     p.add_argument("--oneshot", help="a trained one-shot model (oneshot.pt from `ghn train --model oneshot`)")
     p.add_argument("--sgd-steps", type=_int_list, default=[], help="comma-separated k of SGD-k, e.g. 1,2,9,100")
+    p.add_argument("--ghn-sgd-steps", type=_int_list, default=[],
+                   help="comma-separated k of GHN+SGD-k: each --ghn's weights trained k more SGD steps")
+    p.add_argument("--batch-stats", action="store_true",
+                   help="evaluate SGD-k and GHN+SGD-k networks with each validation batch's BatchNorm "
+                   "statistics, as the GHN's score is, not with running averages that a few steps barely "
+                   "move; their rows are named '... (batch stats)'")
     p.add_argument("--out", required=True, help="folder: predictions.json (cache), table.md, scatter.png; "
                    "with no predictor given, the cached scores are tabulated against --groundtruth")
     p.add_argument("--data-dir", default=None)

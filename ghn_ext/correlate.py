@@ -3,7 +3,8 @@
 Predictors score the ground-truth architectures (`ghn groundtruth`) on the same validation images:
   * a trained GHN: accuracy with generated weights;
   * SGD for k steps from scratch (the protocol's optimiser and data, only shorter);
-  * a one-shot weight-sharing model (ghn_ext.oneshot): accuracy with the shared weights.
+  * a one-shot weight-sharing model (ghn_ext.oneshot): accuracy with the shared weights;
+  * GHN+SGD-k, not in the paper: a GHN's generated weights trained k more steps of that recipe.
 Each is compared with the ground truth by Pearson R over all architectures and over the top half (those
 with above-average ground truth), Spearman's rho and Kendall's tau, next to its cost: the initial cost
 (training the GHN or the one-shot model) and the cost per architecture.
@@ -21,9 +22,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+import torch
 
 from .data import Split
 from .evaluate import score_architectures
+from .ghn import GraphHyperNetwork
 from .graph import ArchGraph
 from .groundtruth import Protocol
 from .io import write_json_atomic
@@ -40,19 +43,45 @@ class Predictor:
     initial_seconds: float = 0.0
 
 
+def training_seconds(checkpoint: str | Path) -> float:
+    """The training time logged beside a checkpoint (train_log.jsonl), 0 when there is no log."""
+    log = Path(checkpoint).parent / "train_log.jsonl"
+    return sum(r.get("seconds", 0.0) for r in read_log(log)) if log.exists() else 0.0
+
+
 def model_predictor(name: str, model, val: Split, checkpoint: str | Path) -> Predictor:
     """Accuracy with a GHN's generated (or a one-shot model's shared) weights; the initial cost is the
-    training time logged beside the checkpoint (train_log.jsonl), 0 when there is no log."""
-    log = Path(checkpoint).parent / "train_log.jsonl"
-    initial = sum(r.get("seconds", 0.0) for r in read_log(log)) if log.exists() else 0.0
+    model's training time."""
     model.eval()
-    return Predictor(name, lambda g: score_architectures(model, [g], val)[0], initial)
+    return Predictor(name, lambda g: score_architectures(model, [g], val)[0], training_seconds(checkpoint))
 
 
-def sgd_predictor(steps: int, protocol: Protocol, train: Split, val: Split) -> Predictor:
-    """Accuracy after `steps` steps of the ground truth's own SGD recipe, from scratch."""
-    return Predictor(f"SGD-{steps}", lambda g: train_briefly(g, train, val, steps, protocol.lr,
-                                                             protocol.batch_size, seed=protocol.seed))
+def _stats_suffix(batch_stats: bool) -> str:
+    return " (batch stats)" if batch_stats else ""
+
+
+def sgd_predictor(steps: int, protocol: Protocol, train: Split, val: Split, batch_stats: bool = False) -> Predictor:
+    """Accuracy after `steps` steps of the ground truth's own SGD recipe, from scratch; BatchNorm as
+    in :func:`ghn_ext.search.train_briefly` (running statistics, or with `batch_stats` each batch's)."""
+    return Predictor(f"SGD-{steps}{_stats_suffix(batch_stats)}",
+                     lambda g: train_briefly(g, train, val, steps, protocol.lr, protocol.batch_size,
+                                             seed=protocol.seed, batch_stats=batch_stats))
+
+
+def ghn_sgd_predictor(name: str, ghn: GraphHyperNetwork, steps: int, protocol: Protocol, train: Split, val: Split,
+                      checkpoint: str | Path, batch_stats: bool = False) -> Predictor:
+    """GHN+SGD-k: the GHN's generated weights trained `steps` more steps with the ground truth's SGD
+    recipe, then their accuracy. A short run from a GHN's weights ranks by how the architecture trains,
+    starting where the GHN left it; the initial cost is the GHN's training time."""
+    ghn.eval()
+
+    def score(g: ArchGraph) -> float:
+        with torch.no_grad():
+            init = ghn(g)
+        return train_briefly(g, train, val, steps, protocol.lr, protocol.batch_size, seed=protocol.seed,
+                             init=init, batch_stats=batch_stats)
+
+    return Predictor(f"{name}+SGD-{steps}{_stats_suffix(batch_stats)}", score, training_seconds(checkpoint))
 
 
 def rank_correlations(predicted: Sequence[float], true: Sequence[float]) -> dict[str, float]:
@@ -167,5 +196,5 @@ def correlate(predictors: Sequence[Predictor], archs: Sequence[ArchGraph], recor
     return rows
 
 
-__all__ = ["Predictor", "model_predictor", "sgd_predictor", "rank_correlations", "PredictionCache", "summarize", "markdown_table",
-           "scatter_plot", "correlate"]
+__all__ = ["Predictor", "model_predictor", "sgd_predictor", "ghn_sgd_predictor", "training_seconds",
+           "rank_correlations", "PredictionCache", "summarize", "markdown_table", "scatter_plot", "correlate"]

@@ -27,7 +27,7 @@ from .evaluate import network_accuracy, score_architectures
 from .ghn import GraphHyperNetwork
 from .graph import ArchGraph
 from .io import write_json_atomic
-from .nets.network import ArchNetwork, count_flops, count_params
+from .nets.network import ArchNetwork, NodeWeights, count_flops, count_params
 from .progress import progress_bar
 from .spaces import make_sampler, nb201
 
@@ -152,10 +152,16 @@ def arch_from_record(rec: dict[str, Any], space: str, cfg: SearchConfig) -> Arch
 
 
 def train_briefly(graph: ArchGraph, train: Split, val: Split, steps: int, lr: float = 0.025,
-                  batch_size: int = 64, seed: int = 0) -> float:
-    """SGD (momentum 0.9, cosine) from scratch for `steps` steps; returns validation accuracy."""
+                  batch_size: int = 64, seed: int = 0, init: Optional[NodeWeights] = None,
+                  batch_stats: bool = False) -> float:
+    """SGD (momentum 0.9, cosine) for `steps` steps; returns validation accuracy.
+
+    From scratch, or from the weights `init` (a GHN's generated weights: GHN+SGD-k). BatchNorm's
+    running statistics are evaluated, or with `batch_stats` each validation batch's own statistics,
+    as a GHN's score is: after a few steps the running averages (momentum 0.1) are still mostly
+    their initial values, so an evaluation on them ranks networks by how far those are off."""
     torch.manual_seed(seed)
-    net = ArchNetwork(graph)
+    net = ArchNetwork(graph, weights=init)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=3e-4, nesterov=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
     loader = TensorLoader(train.images, train.labels, batch_size, shuffle=True, augment=True,
@@ -168,7 +174,7 @@ def train_briefly(graph: ArchGraph, train: Split, val: Split, steps: int, lr: fl
         opt.step()
         sched.step()
     net.eval()
-    return network_accuracy(graph, net.node_weights(), val, norm_stats=net.norm_stats())
+    return network_accuracy(graph, net.node_weights(), val, norm_stats=None if batch_stats else net.norm_stats())
 
 
 def top_best(ranking: Sequence[dict[str, Any]], space: str, cfg: SearchConfig, out_dir: str | Path,
