@@ -2,6 +2,9 @@
 
 Sample K random architectures (N=17 nodes per cell), score each by validation accuracy with generated
 weights, rank them, and optionally train the top ones briefly with SGD to pick the best ("Top-best").
+With `sgd_steps` k > 0 the score is GHN+SGD-k instead: the generated weights trained k SGD steps, then
+their validation accuracy (BatchNorm on batch statistics, as for the plain score); on the correlation
+benchmark this ranks far better than generated weights alone (bench/RESULTS.md).
 Scores are appended to a JSON-lines file as they are computed, so an interrupted search resumes where
 it stopped; the ranking is rewritten atomically at the end.
 
@@ -42,6 +45,8 @@ class SearchConfig:
     val_images: int = 5000         # fixed validation subset used for every architecture
     archs_per_batch: int = 4       # architectures whose weights are generated together
     image_batch: int = 100          # BatchNorm uses batch statistics; 100 stays cache-resident
+    sgd_steps: int = 0             # GHN+SGD-k: SGD steps on the generated weights before scoring
+    sgd_lr: float = 0.05           # their learning rate (cosine to zero over the k steps, batch 64)
     seed: int = 0
     data_dir: Optional[str] = None
 
@@ -59,15 +64,18 @@ def describe(graph: ArchGraph) -> dict[str, Any]:
             "flops": count_flops(graph)}
 
 
-def _read_scores(paths: Sequence[Path]) -> dict[int, dict[str, Any]]:
+def _read_scores(paths: Sequence[Path], usable: Callable[[int, dict[str, Any]], bool]) -> dict[int, dict[str, Any]]:
+    """The records of the scores files by index, the last usable one of each index."""
     done: dict[int, dict[str, Any]] = {}
     for path in paths:
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
-                done[int(rec["index"])] = rec
+                index = int(rec["index"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # a line cut short when the process was killed
+            if usable(index, rec):
+                done[index] = rec
     return done
 
 
@@ -82,11 +90,12 @@ def _end_with_newline(path: Path) -> None:
 
 def score_resumably(archs: Sequence[ArchGraph], score_chunk: Callable[[list[ArchGraph]], list[dict[str, Any]]],
                     out_dir: str | Path, archs_per_batch: int, key: str, desc: str, progress: bool = True,
-                    ctx: Optional[DistContext] = None) -> list[dict[str, Any]]:
+                    ctx: Optional[DistContext] = None,
+                    reusable: Callable[[dict[str, Any]], bool] = lambda rec: True) -> list[dict[str, Any]]:
     """The records of `archs`, best `key` first: `score_chunk` scores archs_per_batch architectures at a
     time (one record each, a `key` value among its fields); each record, with the architecture's index
     and hash, is appended to a scores file in out_dir as soon as it exists, and a rerun only scores what
-    no earlier run (on any number of ranks) recorded. Under torchrun the chunks are dealt to the ranks
+    no earlier run (on any number of ranks) recorded, among the records `reusable` accepts. Under torchrun the chunks are dealt to the ranks
     and every rank returns all the records."""
     ctx = ctx or DistContext()
     out = Path(out_dir)
@@ -94,10 +103,13 @@ def score_resumably(archs: Sequence[ArchGraph], score_chunk: Callable[[list[Arch
     # scores.jsonl of a single process, scores.rank<r>.jsonl of rank r: each file has one writer
     scores_path = out / (f"scores.rank{ctx.rank}.jsonl" if ctx.distributed else "scores.jsonl")
     hashes = [g.stable_hash() for g in archs]
-    # rank 0 reads them; only records of these architectures (a folder reused with another seed or
-    # space would otherwise rank stale ones)
-    done = broadcast({i: r for i, r in _read_scores(sorted(out.glob("scores*.jsonl"))).items()
-                      if i < len(archs) and r.get("hash") == hashes[i]} if ctx.is_main else None, ctx)
+    def usable(i: int, rec: dict[str, Any]) -> bool:
+        # only records of these architectures (a folder reused with another seed or space would
+        # otherwise rank stale ones), filtered before a later line of the same index replaces one
+        return 0 <= i < len(archs) and rec.get("hash") == hashes[i] and reusable(rec)
+
+    # rank 0 reads them
+    done = broadcast(_read_scores(sorted(out.glob("scores*.jsonl")), usable) if ctx.is_main else None, ctx)
     todo = [i for i in range(len(archs)) if i not in done]
     mine = deal([todo[k:k + archs_per_batch] for k in range(0, len(todo), archs_per_batch)], ctx)
     _end_with_newline(scores_path)
@@ -128,15 +140,24 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
     ctx = ctx or DistContext()
     space = ghn.config.space
     archs = search_architectures(cfg, space)
-    val = cifar10_splits(cfg.data_dir).val.head(cfg.val_images)
+    splits = cifar10_splits(cfg.data_dir)
+    val = splits.val.head(cfg.val_images)
     ghn.eval()
 
     def score_chunk(chunk: list[ArchGraph]) -> list[dict[str, Any]]:
-        scores = score_architectures(ghn, chunk, val, cfg.image_batch)
-        return [{"score": score, **describe(g)} for g, score in zip(chunk, scores)]
+        if cfg.sgd_steps:
+            with torch.no_grad():
+                weights = ghn(chunk)
+            device = next(ghn.parameters()).device
+            scores = [train_briefly(g, splits.train, val, cfg.sgd_steps, cfg.sgd_lr, seed=cfg.seed, init=w,
+                                    batch_stats=True, device=device) for g, w in zip(chunk, weights)]
+        else:
+            scores = score_architectures(ghn, chunk, val, cfg.image_batch)
+        return [{"score": score, "sgd_steps": cfg.sgd_steps, **describe(g)} for g, score in zip(chunk, scores)]
 
+    # a record without sgd_steps predates GHN+SGD-k: a plain score
     ranking = score_resumably(archs, score_chunk, out_dir, cfg.archs_per_batch, "score", f"search {space}",
-                              progress, ctx)
+                              progress, ctx, reusable=lambda rec: rec.get("sgd_steps", 0) == cfg.sgd_steps)
     if ctx.is_main:
         write_json_atomic({"space": space, "config": asdict(cfg), "ranking": ranking},
                           Path(out_dir) / "ranking.json")
@@ -153,7 +174,7 @@ def arch_from_record(rec: dict[str, Any], space: str, cfg: SearchConfig) -> Arch
 
 def train_briefly(graph: ArchGraph, train: Split, val: Split, steps: int, lr: float = 0.025,
                   batch_size: int = 64, seed: int = 0, init: Optional[NodeWeights] = None,
-                  batch_stats: bool = False) -> float:
+                  batch_stats: bool = False, device: str | torch.device = "cpu") -> float:
     """SGD (momentum 0.9, cosine) for `steps` steps; returns validation accuracy.
 
     From scratch, or from the weights `init` (a GHN's generated weights: GHN+SGD-k). BatchNorm's
@@ -161,20 +182,21 @@ def train_briefly(graph: ArchGraph, train: Split, val: Split, steps: int, lr: fl
     as a GHN's score is: after a few steps the running averages (momentum 0.1) are still mostly
     their initial values, so an evaluation on them ranks networks by how far those are off."""
     torch.manual_seed(seed)
-    net = ArchNetwork(graph, weights=init)
+    net = ArchNetwork(graph, weights=init).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=3e-4, nesterov=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
     loader = TensorLoader(train.images, train.labels, batch_size, shuffle=True, augment=True,
                           drop_last=True, seed=seed)
     net.train()
     for x, y in loader.batches(steps):
-        loss = F.cross_entropy(net(x), y)
+        loss = F.cross_entropy(net(x.to(device)), y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     net.eval()
-    return network_accuracy(graph, net.node_weights(), val, norm_stats=None if batch_stats else net.norm_stats())
+    return network_accuracy(graph, net.node_weights(), val, device=device,
+                            norm_stats=None if batch_stats else net.norm_stats())
 
 
 def top_best(ranking: Sequence[dict[str, Any]], space: str, cfg: SearchConfig, out_dir: str | Path,
