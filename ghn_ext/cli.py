@@ -118,7 +118,7 @@ def _search_config(a: argparse.Namespace):
     return SearchConfig(num_archs=a.num_archs, num_nodes=a.num_nodes, num_blocks=a.num_blocks,
                         channels=a.channels, cells_per_stage=a.cells_per_stage, val_images=a.val_images,
                         archs_per_batch=a.archs_per_batch, seed=a.seed, data_dir=a.data_dir,
-                        sgd_steps=a.sgd_steps)
+                        finetune_steps=a.finetune_steps)
 
 
 def print_ranking(ranking: Sequence[dict], top: int) -> None:
@@ -187,13 +187,13 @@ def cmd_groundtruth(a: argparse.Namespace) -> int:
 
 
 def cmd_correlate(a: argparse.Namespace) -> int:
-    from .correlate import correlate, ghn_sgd_predictor, markdown_table, model_predictor, sgd_predictor
+    from .correlate import correlate, finetuned_predictor, markdown_table, model_predictor, sgd_predictor
     from .data import cifar10_splits
     from .groundtruth import groundtruth_set
     from .oneshot import OneShotModel
 
-    if a.ghn_sgd_steps and not a.ghn:
-        raise ValueError("--ghn-sgd-steps trains from a GHN's weights: give the GHN with --ghn")
+    if a.finetune_steps and not (a.ghn or a.oneshot):
+        raise ValueError("--finetune-steps trains the weights of a GHN or one-shot model: give --ghn or --oneshot")
     given = a.ghn or a.oneshot or a.sgd_steps
     if not (given or (Path(a.out) / "predictions.json").exists()):
         raise ValueError("nothing to compare: give --ghn, --oneshot or --sgd-steps, or an --out folder whose "
@@ -202,15 +202,16 @@ def cmd_correlate(a: argparse.Namespace) -> int:
     if given:
         splits = cifar10_splits(a.data_dir)
         train, val = splits.train.head(protocol.train_images), splits.val.head(protocol.val_images)
-    predictors = []
+    predictors, models = [], []
     for spec in a.ghn:
         name, _, path = spec.rpartition("=")
-        ghn = GraphHyperNetwork.load(path, protocol.space)
-        predictors.append(model_predictor(name or "GHN", ghn, val, path))
-        predictors += [ghn_sgd_predictor(name or "GHN", ghn, k, protocol, train, val, path, a.batch_stats)
-                       for k in a.ghn_sgd_steps]
+        models.append((name or "GHN", GraphHyperNetwork.load(path, protocol.space), path))
     if a.oneshot:
-        predictors.append(model_predictor("one-shot", OneShotModel.load(a.oneshot), val, a.oneshot))
+        models.append(("one-shot", OneShotModel.load(a.oneshot), a.oneshot))
+    for name, model, path in models:
+        predictors.append(model_predictor(name, model, val, path))
+        predictors += [finetuned_predictor(name, model, k, protocol, train, val, path, a.batch_stats)
+                       for k in a.finetune_steps]
     predictors += [sgd_predictor(k, protocol, train, val, a.batch_stats) for k in a.sgd_steps]
     rows = correlate(predictors, archs, records, a.out, progress=not a.quiet,
                      title=f"{len(records)} architectures, ground truth: {protocol.steps} SGD steps")
@@ -329,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--show-top", type=int, default=10)
             p.add_argument("--top-best", type=int, default=0, help="train this many of the best with SGD")
             p.add_argument("--top-best-steps", type=int, default=200)
-            p.add_argument("--sgd-steps", type=int, default=0,
+            p.add_argument("--finetune-steps", type=int, default=0,
                            help="GHN+SGD-k: train each architecture's generated weights k SGD steps before "
                            "scoring it (0: generated weights as they are, the paper's score)")
             add_device_argument(p)
@@ -362,10 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a trained GHN (ghn.pt); repeat to compare several")
     p.add_argument("--oneshot", help="a trained one-shot model (oneshot.pt from `ghn train --model oneshot`)")
     p.add_argument("--sgd-steps", type=_int_list, default=[], help="comma-separated k of SGD-k, e.g. 1,2,9,100")
-    p.add_argument("--ghn-sgd-steps", type=_int_list, default=[],
-                   help="comma-separated k of GHN+SGD-k: each --ghn's weights trained k more SGD steps")
+    p.add_argument("--finetune-steps", type=_int_list, default=[],
+                   help="comma-separated k of NAME+SGD-k: the weights of each --ghn (and of --oneshot) "
+                   "trained k more SGD steps, then scored")
     p.add_argument("--batch-stats", action="store_true",
-                   help="evaluate SGD-k and GHN+SGD-k networks with each validation batch's BatchNorm "
+                   help="evaluate SGD-k and NAME+SGD-k networks with each validation batch's BatchNorm "
                    "statistics, as the GHN's score is, not with running averages that a few steps barely "
                    "move; their rows are named '... (batch stats)'")
     p.add_argument("--out", required=True, help="folder: predictions.json (cache), table.md, scatter.png; "

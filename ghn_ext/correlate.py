@@ -4,7 +4,8 @@ Predictors score the ground-truth architectures (`ghn groundtruth`) on the same 
   * a trained GHN: accuracy with generated weights;
   * SGD for k steps from scratch (the protocol's optimiser and data, only shorter);
   * a one-shot weight-sharing model (ghn_ext.oneshot): accuracy with the shared weights;
-  * GHN+SGD-k, not in the paper: a GHN's generated weights trained k more steps of that recipe.
+  * GHN+SGD-k, not in the paper: a GHN's generated weights (or the one-shot model's) trained k more
+    steps of that recipe, then scored.
 Each is compared with the ground truth by Pearson R over all architectures and over the top half (those
 with above-average ground truth), Spearman's rho and Kendall's tau, next to its cost: the initial cost
 (training the GHN or the one-shot model) and the cost per architecture.
@@ -26,7 +27,6 @@ import torch
 
 from .data import Split
 from .evaluate import score_architectures
-from .ghn import GraphHyperNetwork
 from .graph import ArchGraph
 from .groundtruth import Protocol
 from .io import write_json_atomic
@@ -68,16 +68,17 @@ def sgd_predictor(steps: int, protocol: Protocol, train: Split, val: Split, batc
                                              seed=protocol.seed, batch_stats=batch_stats))
 
 
-def ghn_sgd_predictor(name: str, ghn: GraphHyperNetwork, steps: int, protocol: Protocol, train: Split, val: Split,
-                      checkpoint: str | Path, batch_stats: bool = False) -> Predictor:
-    """GHN+SGD-k: the GHN's generated weights trained `steps` more steps with the ground truth's SGD
-    recipe, then their accuracy. A short run from a GHN's weights ranks by how the architecture trains,
-    starting where the GHN left it; the initial cost is the GHN's training time."""
-    ghn.eval()
+def finetuned_predictor(name: str, model, steps: int, protocol: Protocol, train: Split, val: Split,
+                        checkpoint: str | Path, batch_stats: bool = False) -> Predictor:
+    """NAME+SGD-k: the weights a GHN generates (or a one-shot model shares) for an architecture, trained
+    `steps` more steps with the ground truth's SGD recipe, then their accuracy. A short run from a GHN's
+    weights ranks by how the architecture trains, starting where the GHN left it; the initial cost is
+    the model's training time."""
+    model.eval()
 
     def score(g: ArchGraph) -> float:
         with torch.no_grad():
-            init = ghn(g)
+            init = model(g)
         return train_briefly(g, train, val, steps, protocol.lr, protocol.batch_size, seed=protocol.seed,
                              init=init, batch_stats=batch_stats)
 
@@ -196,5 +197,5 @@ def correlate(predictors: Sequence[Predictor], archs: Sequence[ArchGraph], recor
     return rows
 
 
-__all__ = ["Predictor", "model_predictor", "sgd_predictor", "ghn_sgd_predictor", "training_seconds",
+__all__ = ["Predictor", "model_predictor", "sgd_predictor", "finetuned_predictor", "training_seconds",
            "rank_correlations", "PredictionCache", "summarize", "markdown_table", "scatter_plot", "correlate"]

@@ -2,7 +2,7 @@
 
 Sample K random architectures (N=17 nodes per cell), score each by validation accuracy with generated
 weights, rank them, and optionally train the top ones briefly with SGD to pick the best ("Top-best").
-With `sgd_steps` k > 0 the score is GHN+SGD-k instead: the generated weights trained k SGD steps, then
+With `finetune_steps` k > 0 the score is GHN+SGD-k instead: the generated weights trained k SGD steps, then
 their validation accuracy (BatchNorm on batch statistics, as for the plain score); on the correlation
 benchmark this ranks far better than generated weights alone (bench/RESULTS.md).
 Scores are appended to a JSON-lines file as they are computed, so an interrupted search resumes where
@@ -45,8 +45,8 @@ class SearchConfig:
     val_images: int = 5000         # fixed validation subset used for every architecture
     archs_per_batch: int = 4       # architectures whose weights are generated together
     image_batch: int = 100          # BatchNorm uses batch statistics; 100 stays cache-resident
-    sgd_steps: int = 0             # GHN+SGD-k: SGD steps on the generated weights before scoring
-    sgd_lr: float = 0.05           # their learning rate (cosine to zero over the k steps, batch 64)
+    finetune_steps: int = 0        # GHN+SGD-k: SGD steps on the generated weights before scoring
+    finetune_lr: float = 0.05      # their learning rate (cosine to zero over the k steps, batch 64)
     seed: int = 0
     data_dir: Optional[str] = None
 
@@ -145,19 +145,20 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
     ghn.eval()
 
     def score_chunk(chunk: list[ArchGraph]) -> list[dict[str, Any]]:
-        if cfg.sgd_steps:
+        if cfg.finetune_steps:
             with torch.no_grad():
                 weights = ghn(chunk)
             device = next(ghn.parameters()).device
-            scores = [train_briefly(g, splits.train, val, cfg.sgd_steps, cfg.sgd_lr, seed=cfg.seed, init=w,
+            scores = [train_briefly(g, splits.train, val, cfg.finetune_steps, cfg.finetune_lr, seed=cfg.seed, init=w,
                                     batch_stats=True, device=device) for g, w in zip(chunk, weights)]
         else:
             scores = score_architectures(ghn, chunk, val, cfg.image_batch)
-        return [{"score": score, "sgd_steps": cfg.sgd_steps, **describe(g)} for g, score in zip(chunk, scores)]
+        return [{"score": score, "finetune_steps": cfg.finetune_steps, **describe(g)}
+                for g, score in zip(chunk, scores)]
 
-    # a record without sgd_steps predates GHN+SGD-k: a plain score
+    # a record without finetune_steps predates GHN+SGD-k: a plain score
     ranking = score_resumably(archs, score_chunk, out_dir, cfg.archs_per_batch, "score", f"search {space}",
-                              progress, ctx, reusable=lambda rec: rec.get("sgd_steps", 0) == cfg.sgd_steps)
+                              progress, ctx, reusable=lambda rec: rec.get("finetune_steps", 0) == cfg.finetune_steps)
     if ctx.is_main:
         write_json_atomic({"space": space, "config": asdict(cfg), "ranking": ranking},
                           Path(out_dir) / "ranking.json")

@@ -105,10 +105,10 @@ def test_cli(data_dir, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_ghn_sgd_from_zero_steps_scores_like_the_ghn(data_dir):
+def test_finetuned_from_zero_steps_scores_like_the_ghn(data_dir):
     """GHN+SGD-k starts from the generated weights: with no step and batch statistics it is the GHN's
     own score; with steps it trains them (and differs from SGD-k from scratch)."""
-    from ghn_ext.correlate import ghn_sgd_predictor, model_predictor, sgd_predictor
+    from ghn_ext.correlate import finetuned_predictor, model_predictor, sgd_predictor
     from ghn_ext.data import cifar10_splits
 
     splits = cifar10_splits(data_dir)
@@ -116,21 +116,21 @@ def test_ghn_sgd_from_zero_steps_scores_like_the_ghn(data_dir):
     ghn = GraphHyperNetwork(GHNConfig(block_channels=4, T=1))
     graph = groundtruth_architectures(TINY, 1)[0]
     ghn_score = model_predictor("g", ghn, val, "no-log/ghn.pt").score(graph)
-    assert ghn_sgd_predictor("g", ghn, 0, TINY, train, val, "no-log/ghn.pt", batch_stats=True).score(graph) == ghn_score
-    trained = ghn_sgd_predictor("g", ghn, 2, TINY, train, val, "no-log/ghn.pt", batch_stats=True)
+    assert finetuned_predictor("g", ghn, 0, TINY, train, val, "no-log/ghn.pt", batch_stats=True).score(graph) == ghn_score
+    trained = finetuned_predictor("g", ghn, 2, TINY, train, val, "no-log/ghn.pt", batch_stats=True)
     scratch = sgd_predictor(2, TINY, train, val, batch_stats=True)
     assert (trained.name, scratch.name) == ("g+SGD-2 (batch stats)", "SGD-2 (batch stats)")
     assert trained.score(graph) != scratch.score(graph)
 
 
-def test_cli_ghn_sgd_rows_and_their_errors(data_dir, tmp_path, capsys):
+def test_cli_finetuned_rows_and_their_errors(data_dir, tmp_path, capsys):
     gt = tmp_path / "gt.json"
     run_groundtruth(TINY, gt, 3, data_dir, progress=False)
     GraphHyperNetwork(GHNConfig(block_channels=4, T=1)).save(tmp_path / "ghn.pt")
     args = ["correlate", "--groundtruth", str(gt), "--out", str(tmp_path / "corr"), "--data-dir", data_dir, "--quiet"]
-    assert main(args + ["--ghn", f"tiny={tmp_path / 'ghn.pt'}", "--ghn-sgd-steps", "1", "--sgd-steps", "1",
+    assert main(args + ["--ghn", f"tiny={tmp_path / 'ghn.pt'}", "--finetune-steps", "1", "--sgd-steps", "1",
                         "--batch-stats"]) == 0
     printed = capsys.readouterr().out
     assert "| tiny+SGD-1 (batch stats) |" in printed and "| SGD-1 (batch stats) |" in printed
-    assert main(args + ["--ghn-sgd-steps", "1"]) == 2
-    assert "give the GHN with --ghn" in capsys.readouterr().err
+    assert main(args + ["--finetune-steps", "1"]) == 2
+    assert "give --ghn or --oneshot" in capsys.readouterr().err

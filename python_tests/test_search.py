@@ -21,7 +21,7 @@ from ghn_ext.nets.network import count_flops, count_params  # noqa: E402
 from ghn_ext.search import SearchConfig, arch_from_record, run_search, search_architectures, top_best  # noqa: E402
 from ghn_ext.spaces import nb201  # noqa: E402
 
-FIELDS = {"index", "hash", "arch", "score", "sgd_steps", "params", "flops"}
+FIELDS = {"index", "hash", "arch", "score", "finetune_steps", "params", "flops"}
 
 
 def tiny_ghn(space: str) -> GraphHyperNetwork:
@@ -177,30 +177,30 @@ def test_top_best_trains_the_top_k_and_picks_the_best(classification_search, tmp
     assert again["trained_steps"] == 3 and again["trained_val_acc"] == 0.5
 
 
-def test_ghn_sgd_search_trains_generated_weights_and_keeps_plain_scores_apart(classification_search, data_dir,
-                                                                              tmp_path, monkeypatch, count_scoring):
-    """--sgd-steps k scores GHN+SGD-k; a folder's plain scores (also those written before records named
-    their sgd_steps) are not taken for it, nor its scores for plain ones."""
+def test_finetuned_search_trains_generated_weights_and_keeps_plain_scores_apart(
+        classification_search, data_dir, tmp_path, monkeypatch, count_scoring):
+    """--finetune-steps k scores GHN+SGD-k; a folder's plain scores (also those written before records named
+    their finetune_steps) are not taken for it, nor its scores for plain ones."""
     ghn, cfg, out, plain = classification_search
     legacy = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     (tmp_path / "scores.jsonl").write_text("".join(
-        json.dumps({k: v for k, v in rec.items() if k != "sgd_steps"}) + "\n" for rec in legacy))
+        json.dumps({k: v for k, v in rec.items() if k != "finetune_steps"}) + "\n" for rec in legacy))
     trained = []
     real = S.train_briefly
     monkeypatch.setattr(S, "train_briefly", lambda g, *a, **kw: trained.append((g.stable_hash(), kw)) or real(g, *a, **kw))
     archs = search_architectures(cfg, "classification")
-    ranking = run_search(ghn, replace(cfg, sgd_steps=1), tmp_path, progress=False)
+    ranking = run_search(ghn, replace(cfg, finetune_steps=1), tmp_path, progress=False)
     assert sorted(h for h, _ in trained) == sorted(g.stable_hash() for g in archs) and count_scoring == []
     assert all(kw["batch_stats"] and kw["init"] is not None for _, kw in trained)
-    assert {r["sgd_steps"] for r in ranking} == {1}
+    assert {r["finetune_steps"] for r in ranking} == {1}
     splits = S.cifar10_splits(data_dir)
     first = next(g for g in archs if g.stable_hash() == ranking[0]["hash"])
     with torch.no_grad():
         init = ghn(first)
-    assert ranking[0]["score"] == real(first, splits.train, splits.val.head(cfg.val_images), 1, cfg.sgd_lr,
+    assert ranking[0]["score"] == real(first, splits.train, splits.val.head(cfg.val_images), 1, cfg.finetune_lr,
                                        seed=cfg.seed, init=init, batch_stats=True)
     trained.clear()
-    assert run_search(ghn, replace(cfg, sgd_steps=1), tmp_path, progress=False) == ranking and trained == []
-    assert run_search(ghn, cfg, tmp_path, progress=False) == [{k: v for k, v in r.items() if k != "sgd_steps"}
+    assert run_search(ghn, replace(cfg, finetune_steps=1), tmp_path, progress=False) == ranking and trained == []
+    assert run_search(ghn, cfg, tmp_path, progress=False) == [{k: v for k, v in r.items() if k != "finetune_steps"}
                                                               for r in plain]
     assert trained == [] and count_scoring == []
