@@ -42,14 +42,20 @@ def main() -> None:
     p.add_argument("groundtruth")
     p.add_argument("predictions", help="predictions.json of a `ghn correlate` output folder")
     p.add_argument("--prefix", default="GHN", help="predictors whose names start so form the consensus")
+    p.add_argument("--suffix", default="", help="and end so, e.g. '+SGD-4 (batch stats)' for fine-tuned rows "
+                   "(without it: the rows that are not fine-tuned, no '+SGD-' in the name)")
     a = p.parse_args()
     _, records = load_groundtruth(a.groundtruth)
     truth = np.array([r["val_acc"] for r in records])
     preds = json.loads(Path(a.predictions).read_text())
-    scores = {name: np.array([pred["scores"][r["hash"]]["score"] for r in records]) for name, pred in preds.items()}
-    ghns = [name for name in scores if name.startswith(a.prefix)]
+    complete = {name: pred for name, pred in preds.items() if all(r["hash"] in pred["scores"] for r in records)}
+    if len(complete) < len(preds):
+        print(f"left out, not scored on every architecture: {', '.join(sorted(preds.keys() - complete.keys()))}")
+    scores = {name: np.array([pred["scores"][r["hash"]]["score"] for r in records]) for name, pred in complete.items()}
+    ghns = [name for name in scores if name.startswith(a.prefix) and name.endswith(a.suffix)
+            and ("+SGD-" in name) == ("+SGD-" in a.suffix)]
     if len(ghns) < 2:
-        p.error(f"need at least two predictors named {a.prefix}*, found {ghns}")
+        p.error(f"need at least two predictors named {a.prefix}*{a.suffix}, found {ghns}")
 
     print(f"consensus of k of the {len(ghns)} {a.prefix} predictors ({', '.join(ghns)}), mean over the subsets:")
     print("| k | Pearson R | R, top half | Spearman | lowest R | highest R |\n|---|---|---|---|---|---|")
