@@ -4,6 +4,10 @@ Bender et al. 2018).
 One set of parameters per (block, node position, op, weight name) of the space's networks: every
 architecture of the space is a path through this over-parameterised model and reads its weights as
 slices of those tensors (a node with fewer input channels than the largest takes the first ones).
+A weight that reads a cell's concatenated leaves (the next cells' bottlenecks, the classifier) takes
+the input columns of those leaves' positions instead, as in ENAS: leaf j of a cell always meets the
+same columns, whichever other nodes are leaves (the first columns would give each of them, step
+after step, whatever the leaves happen to be, and the shared weights would learn nothing).
 Trained like the GHN (``ghn train --model oneshot``: a random architecture per step, here at the
 evaluation size N=17), it then scores architectures by accuracy with the shared weights. It has the
 GHN's call interface: ``model(arch)`` gives ``{node: {name: tensor}}``, ``model(list)`` a list.
@@ -55,6 +59,27 @@ def spanning_architectures(config: OneShotConfig) -> list[ArchGraph]:
     raise ValueError(f"unknown search space {config.space!r}")
 
 
+CELL_INPUTS = 2  # a classification block starts with its two input bottlenecks, then the cell's nodes
+
+
+def concat_columns(graph: ArchGraph) -> dict[int, torch.Tensor]:
+    """For every node that reads a concatenation of a cell's leaves, the input columns of its weights
+    in the shared tensor (that of the spanning networks, whose cells have every node a leaf)."""
+    preds = graph.predecessors()
+    start = {u: s for s, e in graph.block_ranges() for u in range(s, e)}
+    out = {}
+    for v, inputs in enumerate(preds):
+        if len(inputs) != 1 or graph.nodes[inputs[0]].op != "concat":
+            continue
+        columns = []
+        for leaf in preds[inputs[0]]:  # in concatenation order
+            width = graph.nodes[leaf].channels
+            first = (leaf - start[leaf] - CELL_INPUTS) * width
+            columns.append(torch.arange(first, first + width))
+        out[v] = torch.cat(columns)
+    return out
+
+
 def weight_keys(graph: ArchGraph, input_size: tuple[int, int, int]) -> dict[tuple[int, str], tuple[str, tuple]]:
     """(node, weight name) -> (shared-parameter key, shape) for every free weight of `graph`."""
     start = {}
@@ -93,12 +118,19 @@ class OneShotModel(nn.Module):
             raise ValueError(f"this one-shot model is for the {self.config.space!r} space, "
                              f"got a {graph.space!r} architecture")
         out: dict[int, dict[str, torch.Tensor]] = {}
+        reads_concat = concat_columns(graph)
         for (v, name), (key, shape) in weight_keys(graph, self.config.input_size).items():
             if key not in self.shared:
                 raise ValueError(f"node {v} ({graph.nodes[v].op}) of block {graph.nodes[v].block} has no shared "
                                  f"weight {key}: the architecture is outside the one-shot model's "
                                  f"skeleton {asdict(self.config)}")
             full = self.shared[key]
+            columns = reads_concat.get(v) if len(shape) > 1 else None
+            if columns is not None and (len(columns) != shape[1] or int(columns.max()) >= full.shape[1]):
+                raise ValueError(f"weight {key} of shape {shape} reads concatenated leaves the shared "
+                                 f"{tuple(full.shape)} does not hold")
+            if columns is not None:
+                full = full.index_select(1, columns.to(full.device))
             if any(s > f for s, f in zip(shape, full.shape)):
                 raise ValueError(f"weight {key} of shape {shape} exceeds the shared {tuple(full.shape)}")
             out.setdefault(v, {})[name] = full[tuple(slice(0, s) for s in shape)]

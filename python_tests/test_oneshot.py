@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from ghn_ext.ghn import CheckpointError, GHNConfig, GraphHyperNetwork
 from ghn_ext.nets.network import param_shapes, run_network
-from ghn_ext.oneshot import OneShotConfig, OneShotModel
-from ghn_ext.spaces import make_sampler
+from ghn_ext.oneshot import OneShotConfig, OneShotModel, concat_columns, weight_keys
+from ghn_ext.spaces import classification, make_sampler
 from ghn_ext.train import TrainConfig, Trainer, read_log
 
 CLS = OneShotConfig(num_nodes=5, num_blocks=3, channels=4)
@@ -41,8 +41,11 @@ def test_same_node_and_op_share_storage_and_gradients_reach_them():
     shared = [(v, n) for v in wa for n in wa[v] if v in wb and n in wb[v]
               and a.nodes[v].op == b.nodes[v].op and a.nodes[v].block == b.nodes[v].block]
     assert shared  # stem and classifier at least
+    reads_concat = concat_columns(a).keys() | concat_columns(b).keys()  # gathered columns: copies
+    assert any(v not in reads_concat for v, _ in shared)
     for v, n in shared:
-        assert wa[v][n].untyped_storage().data_ptr() == wb[v][n].untyped_storage().data_ptr()
+        if v not in reads_concat:
+            assert wa[v][n].untyped_storage().data_ptr() == wb[v][n].untyped_storage().data_ptr()
     x = torch.randn(8, 3, 32, 32)
     loss = F.cross_entropy(run_network(a, x, wa), torch.arange(8) % 10)
     loss.backward()
@@ -85,3 +88,23 @@ def test_trainer_trains_a_oneshot_model(data_dir, tmp_path):
     assert len(log) == 3 and "val_acc" in log[-1]
     saved = OneShotModel.load(tmp_path / "oneshot.pt").config
     assert (saved.space, saved.num_nodes, saved.num_blocks, saved.channels) == ("classification", 5, 3, 4)
+
+
+def test_a_leaf_meets_the_same_columns_whichever_nodes_are_leaves():
+    """A bottleneck or classifier reading a cell's concatenated leaves gets, for leaf j, the shared
+    tensor's columns of position j (ENAS), not the first free columns: two cells whose leaf sets
+    differ still agree on the columns of a leaf they share."""
+    model = OneShotModel(CLS)
+    cell_a = classification.Cell(("conv1x1",) * 3, ((0,), (0,), (1,)))        # leaves 0, 1, 2
+    cell_b = classification.Cell(("conv1x1",) * 3, ((0,), (2,), (1,)))        # node 0 feeds node 1: leaves 1, 2
+    a, b = (classification.cifar_network(c, CLS.num_blocks, CLS.channels) for c in (cell_a, cell_b))
+    head = len(a.nodes) - 1
+    assert a.nodes[head].op == b.nodes[head].op == "classifier"
+    shared = model.shared[weight_keys(a, CLS.input_size)[head, "weight"][0]]
+    width = a.nodes[head - 2].channels  # a leaf of the last cell
+    for graph, leaves in ((a, [0, 1, 2]), (b, [1, 2])):
+        expected = torch.cat([shared[:, j * width:(j + 1) * width] for j in leaves], dim=1)
+        torch.testing.assert_close(model(graph)[head]["weight"], expected, rtol=0, atol=0)
+    loss = model(b)[head]["weight"].sum()
+    loss.backward()
+    assert shared.grad[:, :width].abs().sum() == 0 and shared.grad[:, width:3 * width].abs().sum() > 0
