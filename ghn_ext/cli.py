@@ -207,7 +207,8 @@ def cmd_correlate(a: argparse.Namespace) -> int:
         name, _, path = spec.rpartition("=")
         models.append((name or "GHN", GraphHyperNetwork.load(path, protocol.space), path))
     if a.oneshot:
-        models.append(("one-shot", OneShotModel.load(a.oneshot), a.oneshot))
+        name, _, path = a.oneshot.rpartition("=")
+        models.append((name or "one-shot", OneShotModel.load(path), path))
     for name, model, path in models:
         predictors.append(model_predictor(name, model, val, path))
         predictors += [finetuned_predictor(name, model, k, protocol, train, val, path, a.batch_stats)
@@ -361,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groundtruth", required=True, help="results file of `ghn groundtruth`")
     p.add_argument("--ghn", action="append", default=[], metavar="[NAME=]PATH",
                    help="a trained GHN (ghn.pt); repeat to compare several")
-    p.add_argument("--oneshot", help="a trained one-shot model (oneshot.pt from `ghn train --model oneshot`)")
+    p.add_argument("--oneshot", metavar="[NAME=]PATH",
+                   help="a trained one-shot model (oneshot.pt from `ghn train --model oneshot`)")
     p.add_argument("--sgd-steps", type=_int_list, default=[], help="comma-separated k of SGD-k, e.g. 1,2,9,100")
     p.add_argument("--finetune-steps", type=_int_list, default=[],
                    help="comma-separated k of NAME+SGD-k: the weights of each --ghn (and of --oneshot) "

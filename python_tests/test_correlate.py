@@ -12,6 +12,7 @@ from ghn_ext.cli import main
 from ghn_ext.correlate import Predictor, correlate, markdown_table, rank_correlations
 from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
 from ghn_ext.groundtruth import Protocol, groundtruth_architectures, run_groundtruth
+from ghn_ext.oneshot import OneShotConfig, OneShotModel
 
 
 def test_rank_correlations_by_hand():
@@ -128,9 +129,12 @@ def test_cli_finetuned_rows_and_their_errors(data_dir, tmp_path, capsys):
     run_groundtruth(TINY, gt, 3, data_dir, progress=False)
     GraphHyperNetwork(GHNConfig(block_channels=4, T=1)).save(tmp_path / "ghn.pt")
     args = ["correlate", "--groundtruth", str(gt), "--out", str(tmp_path / "corr"), "--data-dir", data_dir, "--quiet"]
-    assert main(args + ["--ghn", f"tiny={tmp_path / 'ghn.pt'}", "--finetune-steps", "1", "--sgd-steps", "1",
-                        "--batch-stats"]) == 0
+    OneShotModel(OneShotConfig(num_nodes=TINY.num_nodes, num_blocks=TINY.num_blocks,
+                               channels=TINY.channels)).save(tmp_path / "oneshot.pt")
+    assert main(args + ["--ghn", f"tiny={tmp_path / 'ghn.pt'}", "--oneshot", f"os={tmp_path / 'oneshot.pt'}",
+                        "--finetune-steps", "1", "--sgd-steps", "1", "--batch-stats"]) == 0
     printed = capsys.readouterr().out
-    assert "| tiny+SGD-1 (batch stats) |" in printed and "| SGD-1 (batch stats) |" in printed
+    for row in ("tiny", "tiny+SGD-1 (batch stats)", "os", "os+SGD-1 (batch stats)", "SGD-1 (batch stats)"):
+        assert f"| {row} |" in printed
     assert main(args + ["--finetune-steps", "1"]) == 2
     assert "give --ghn or --oneshot" in capsys.readouterr().err
