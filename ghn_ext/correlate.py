@@ -153,18 +153,22 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def scatter_plot(entries: dict[str, dict[str, Any]], records: Sequence[dict[str, Any]], path: str | Path,
                  title: str = "") -> Path:
-    """Predicted against true accuracy, one panel per predictor (paper Fig. 6)."""
+    """Predicted against true accuracy, one panel per predictor (paper Fig. 6), five panels a row."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     true = [r["val_acc"] for r in records]
-    fig, axes = plt.subplots(1, len(entries), figsize=(3.2 * len(entries), 3.2), squeeze=False)
-    for ax, (name, entry) in zip(axes[0], entries.items()):
+    cols = min(len(entries), 5)
+    rows = math.ceil(len(entries) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(entries):]:
+        ax.set_visible(False)
+    for ax, (name, entry) in zip(axes.flat, entries.items()):
         pred = [entry["scores"][r["hash"]]["score"] for r in records]
         ax.scatter(true, pred, s=10)
         r = rank_correlations(pred, true)["pearson"]
-        ax.set_title(f"{name} (R = {r:.2f})", fontsize=9)
+        ax.set_title(f"{name}\nR = {r:.2f}", fontsize=8)
         ax.set_xlabel("true accuracy (SGD)")
         ax.set_ylabel("predicted accuracy")
     if title:
