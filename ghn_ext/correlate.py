@@ -173,7 +173,7 @@ def scatter_plot(entries: dict[str, dict[str, Any]], records: Sequence[dict[str,
         ax.set_ylabel("predicted accuracy")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()) if title else None)  # room for the title
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)
