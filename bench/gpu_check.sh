@@ -8,7 +8,8 @@
 #   build.log        the build          tests.log       the CUDA tests
 #   sanitizer.log    compute-sanitizer (memcheck, then racecheck and synccheck if time allows)
 #   bench.log        the benchmarks     bench_gpu.json  their pytest-benchmark JSON (ratios in extra_info)
-#   commands.log     ghn train / search / train-final with --device cuda on random stand-in images
+#   commands.log     ghn train / search (also --finetune-steps) / train-final with --device cuda on random
+#                    stand-in images
 #
 #   bash bench/gpu_check.sh          (from anywhere; OUT defaults to ./gpu_check_out, PYTHON to python3)
 set -uo pipefail
@@ -164,6 +165,8 @@ small = ["--num-blocks", "2", "--channels", "8", "--quiet", "--device", "cuda"]
 assert main(["train", "--out", out + "/ghn", "--steps", "20", "--eval-images", "200", *small]) == 0
 assert main(["search", "--ckpt", out + "/ghn/ghn.pt", "--out", out + "/search", "--num-archs", "8",
              "--val-images", "200", *small]) == 0
+assert main(["search", "--ckpt", out + "/ghn/ghn.pt", "--out", out + "/search_ft", "--num-archs", "4",
+             "--val-images", "200", "--finetune-steps", "2", *small]) == 0  # GHN+SGD-k trains on the GPU
 assert main(["train-final", "--ranking", out + "/search/ranking.json", "--out", out + "/final", "--epochs", "1",
              "--train-images", "640", "--val-images", "200", *small]) == 0
 print("commands ran on cuda")'
