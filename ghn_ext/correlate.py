@@ -71,9 +71,10 @@ def sgd_predictor(steps: int, protocol: Protocol, train: Split, val: Split, batc
 def finetuned_predictor(name: str, model, steps: int, protocol: Protocol, train: Split, val: Split,
                         checkpoint: str | Path, batch_stats: bool = False) -> Predictor:
     """NAME+SGD-k: the weights a GHN generates (or a one-shot model shares) for an architecture, trained
-    `steps` more steps with the ground truth's SGD recipe, then their accuracy. A short run from a GHN's
-    weights ranks by how the architecture trains, starting where the GHN left it; the initial cost is
-    the model's training time."""
+    `steps` more steps with the ground truth's SGD recipe, then their accuracy. Architectures that start
+    from shared weights differ after a few steps by how they train, not by their random draws (a
+    one-shot model's start serves as well as a GHN's: bench/RESULTS.md); the initial cost is the
+    model's training time."""
     model.eval()
 
     def score(g: ArchGraph) -> float:

@@ -126,10 +126,10 @@ class OneShotModel(nn.Module):
                                  f"skeleton {asdict(self.config)}")
             full = self.shared[key]
             columns = reads_concat.get(v) if len(shape) > 1 else None
-            if columns is not None and (len(columns) != shape[1] or int(columns.max()) >= full.shape[1]):
-                raise ValueError(f"weight {key} of shape {shape} reads concatenated leaves the shared "
-                                 f"{tuple(full.shape)} does not hold")
             if columns is not None:
+                if len(columns) != shape[1] or int(columns.max()) >= full.shape[1]:
+                    raise ValueError(f"weight {key} of shape {shape} reads concatenated leaves the shared "
+                                     f"{tuple(full.shape)} does not hold")
                 full = full.index_select(1, columns.to(full.device))
             if any(s > f for s, f in zip(shape, full.shape)):
                 raise ValueError(f"weight {key} of shape {shape} exceeds the shared {tuple(full.shape)}")

@@ -95,14 +95,15 @@ def score_resumably(archs: Sequence[ArchGraph], score_chunk: Callable[[list[Arch
     """The records of `archs`, best `key` first: `score_chunk` scores archs_per_batch architectures at a
     time (one record each, a `key` value among its fields); each record, with the architecture's index
     and hash, is appended to a scores file in out_dir as soon as it exists, and a rerun only scores what
-    no earlier run (on any number of ranks) recorded, among the records `reusable` accepts. Under torchrun the chunks are dealt to the ranks
-    and every rank returns all the records."""
+    no earlier run (on any number of ranks) recorded, among the records `reusable` accepts. Under
+    torchrun the chunks are dealt to the ranks and every rank returns all the records."""
     ctx = ctx or DistContext()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # scores.jsonl of a single process, scores.rank<r>.jsonl of rank r: each file has one writer
     scores_path = out / (f"scores.rank{ctx.rank}.jsonl" if ctx.distributed else "scores.jsonl")
     hashes = [g.stable_hash() for g in archs]
+
     def usable(i: int, rec: dict[str, Any]) -> bool:
         # only records of these architectures (a folder reused with another seed or space would
         # otherwise rank stale ones), filtered before a later line of the same index replaces one
@@ -149,8 +150,8 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
             with torch.no_grad():
                 weights = ghn(chunk)
             device = next(ghn.parameters()).device
-            scores = [train_briefly(g, splits.train, val, cfg.finetune_steps, cfg.finetune_lr, seed=cfg.seed, init=w,
-                                    batch_stats=True, device=device) for g, w in zip(chunk, weights)]
+            scores = [train_briefly(g, splits.train, val, cfg.finetune_steps, cfg.finetune_lr, seed=cfg.seed,
+                                    init=w, batch_stats=True, device=device) for g, w in zip(chunk, weights)]
         else:
             scores = score_architectures(ghn, chunk, val, cfg.image_batch)
         return [{"score": score, "finetune_steps": cfg.finetune_steps, **describe(g)}
