@@ -11,8 +11,10 @@ on the retrained architectures.
 Results go to `--out` (JSON, rewritten after every architecture, so a rerun resumes). `--shard r/n`
 trains every n-th architecture starting at r, so several processes can share the work; the summary is
 printed once every architecture is in the files given to `--out` (comma-separated). `--merged` then
-writes the retraining as a ground-truth file of its own (the format of `ghn groundtruth`, under the
-changed protocol), which `ghn correlate --groundtruth` reads like the original.
+writes a ground-truth file (the format of `ghn groundtruth`), which `ghn correlate --groundtruth` reads
+like the original: with `--epochs`, the retraining under the changed protocol; with `--train-seed`
+(the file's next seed), the file's runs and the retraining averaged, a ground truth of one more
+repeat, as `ghn groundtruth --repeats` would train it.
 
     OMP_NUM_THREADS=1 python bench/groundtruth_retrain.py bench/groundtruth/classification.json --num-archs 10 \
         --train-seed 1 --out runs/gt_seed1.json
@@ -29,7 +31,7 @@ import numpy as np
 from scipy import stats
 
 from ghn_ext.data import cifar10_splits
-from ghn_ext.groundtruth import groundtruth_set, train_under_protocol
+from ghn_ext.groundtruth import Protocol, groundtruth_set, record_accuracy, train_under_protocol
 from ghn_ext.io import write_json_atomic
 
 
@@ -40,15 +42,33 @@ def parse_shard(text: str) -> tuple[int, int]:
     return rank, world
 
 
-def read_results(paths: list[Path]) -> dict[str, float]:
+def read_results(paths: list[Path], protocol: Protocol) -> dict[str, float]:
     out: dict[str, float] = {}
     for path in paths:
         if path.exists():
             try:
-                out.update(json.loads(path.read_text())["val_acc"])
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                data = json.loads(path.read_text())
+                written_under, accs = Protocol.from_dict(data["protocol"]), data["val_acc"]
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
                 raise SystemExit(f"{path} is damaged or not written by this script ({exc!r}); move it away") from None
+            if written_under != protocol:
+                raise SystemExit(f"{path} was retrained under {dataclasses.asdict(written_under)}, not "
+                                 f"{dataclasses.asdict(protocol)}; use another --out")
+            out.update(accs)
     return out
+
+
+def merged_records(chosen: list[tuple], done: dict[str, float], protocol: Protocol, other: Protocol) -> tuple[Protocol, dict]:
+    """The ground-truth file `--merged` writes: the retraining under `other` alone, or, when only the
+    seed changed, the file's runs plus the retraining as one more repeat."""
+    repeat = other == dataclasses.replace(protocol, seed=protocol.seed + protocol.repeats, repeats=1)
+    kept = {r["hash"]: {k: v for k, v in r.items() if k not in ("train_seconds", "val_acc", "val_acc_runs")}
+            for _, r in chosen}
+    if not repeat:
+        return other, {h: rec | {"val_acc": done[h]} for h, rec in kept.items()}
+    return dataclasses.replace(protocol, repeats=protocol.repeats + 1), {
+        r["hash"]: kept[r["hash"]] | record_accuracy(r.get("val_acc_runs", [r["val_acc"]]) + [done[r["hash"]]])
+        for _, r in chosen}
 
 
 def correlations(x: np.ndarray, y: np.ndarray) -> str:
@@ -72,16 +92,18 @@ def main() -> None:
     changes = {k: v for k, v in (("seed", a.train_seed), ("epochs", a.epochs)) if v is not None}
     if not changes:
         p.error("nothing to change: give --train-seed and/or --epochs")
-    if a.merged and "seed" in changes:
-        p.error("--merged needs the file's seed: a ground-truth file's seed also draws its architectures")
-    other = dataclasses.replace(protocol, **changes)  # architectures stay those of the file
+    # architectures stay those of the file; a retraining is one SGD run under the changed protocol
+    other = dataclasses.replace(protocol, **changes, repeats=1)
+    if a.merged and "seed" in changes and (len(changes) > 1 or a.train_seed != protocol.seed + protocol.repeats):
+        p.error(f"--merged with --train-seed adds a repeat to the file: give only --train-seed "
+                f"{protocol.seed + protocol.repeats}, the file's next seed")
     outs = [Path(x) for x in a.out.split(",")]
-    done = read_results(outs)
+    done = read_results(outs, other)
     chosen = list(zip(archs, records))[:a.num_archs]
     rank, world = a.shard
     todo = [(g, r) for g, r in chosen[rank::world] if r["hash"] not in done]
     if todo:
-        mine = read_results(outs[:1])
+        mine = read_results(outs[:1], other)
         splits = cifar10_splits(a.data_dir)
         train, val = splits.train.head(other.train_images), splits.val.head(other.val_images)
         for g, r in todo:
@@ -90,7 +112,7 @@ def main() -> None:
             write_json_atomic({"protocol": dataclasses.asdict(other), "val_acc": mine}, outs[0])
             print(json.dumps({"index": r["index"], "file": r["val_acc"], "retrained": mine[r["hash"]],
                               "seconds": round(time.perf_counter() - start, 1)}), flush=True)
-        done = read_results(outs)
+        done = read_results(outs, other)
 
     missing = [r["index"] for _, r in chosen if r["hash"] not in done]
     if missing:
@@ -103,10 +125,9 @@ def main() -> None:
     print(f"{len(hashes)} architectures, file against retrained ({changes}): {correlations(first, second)}; "
           f"mean |difference| {np.abs(first - second).mean():.4f}; std {first.std():.4f} / {second.std():.4f}")
     if a.merged:
-        results = {r["hash"]: {k: v for k, v in r.items() if k != "train_seconds"} | {"val_acc": done[r["hash"]]}
-                   for _, r in chosen}
-        write_json_atomic({"protocol": dataclasses.asdict(other), "results": results}, a.merged)
-        print(f"ground truth under the changed protocol written to {a.merged}")
+        merged, results = merged_records(chosen, done, protocol, other)
+        write_json_atomic({"protocol": dataclasses.asdict(merged), "results": results}, a.merged)
+        print(f"ground truth under {dataclasses.asdict(merged)} written to {a.merged}")
     if a.predictions:
         for name, pred in json.loads(Path(a.predictions).read_text()).items():
             x = np.array([pred["scores"][h]["score"] for h in hashes])

@@ -178,7 +178,7 @@ def cmd_groundtruth(a: argparse.Namespace) -> int:
     protocol = Protocol(space=a.space, num_nodes=a.num_nodes, num_blocks=a.num_blocks,
                         channels=a.channels or Protocol.channels, cells_per_stage=a.cells_per_stage,
                         train_images=a.train_images, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                        val_images=a.val_images, seed=a.seed)
+                        val_images=a.val_images, seed=a.seed, repeats=a.repeats)
     records = run_groundtruth(protocol, a.out, a.num_archs, a.data_dir, progress=not a.quiet)
     accs = [r["val_acc"] for r in records]
     print(f"{len(records)} architectures in {a.out}: validation accuracy {min(accs):.3f} .. {max(accs):.3f}, "
@@ -215,7 +215,8 @@ def cmd_correlate(a: argparse.Namespace) -> int:
                        for k in a.finetune_steps]
     predictors += [sgd_predictor(k, protocol, train, val, a.batch_stats) for k in a.sgd_steps]
     rows = correlate(predictors, archs, records, a.out, progress=not a.quiet,
-                     title=f"{len(records)} architectures, ground truth: {protocol.steps} SGD steps")
+                     title=f"{len(records)} architectures, ground truth: {protocol.steps} SGD steps"
+                     + (f", mean of {protocol.repeats} runs" if protocol.repeats > 1 else ""))
     print(markdown_table(rows), end="")
     print(f"table and scatter plot in {a.out}")
     return 0
@@ -355,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=Protocol.batch_size)
     p.add_argument("--lr", type=float, default=Protocol.lr)
     p.add_argument("--val-images", type=int, default=Protocol.val_images)
+    p.add_argument("--repeats", type=int, default=Protocol.repeats,
+                   help="SGD runs per architecture (seeds SEED, SEED+1, ...); its accuracy is their mean")
     p.set_defaults(func=cmd_groundtruth, cells_per_stage=Protocol.cells_per_stage)
 
     p = sub.add_parser("correlate", help="rank correlation of predictors (GHN, one-shot, SGD-k) with the "

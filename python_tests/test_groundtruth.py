@@ -4,6 +4,9 @@ A tiny protocol (one-cell, 4-channel networks of 3 nodes, 64 training and 100 va
 real CIFAR-10) keeps every run to a second or two.
 """
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +75,54 @@ def test_cli(data_dir, tmp_path, capsys):
     assert load_groundtruth(out)[0] == TINY
     assert main(args[:-1] + ["--epochs", "2", "--quiet"]) == 2
     assert "another protocol" in capsys.readouterr().err
+
+
+def test_repeats_record_each_run_and_their_mean(data_dir, tmp_path):
+    single = run_groundtruth(TINY, tmp_path / "one.json", 2, data_dir, progress=False)
+    twice = Protocol(**{**TINY.__dict__, "repeats": 2})
+    repeated = run_groundtruth(twice, tmp_path / "two.json", 2, data_dir, progress=False)
+    for one, two in zip(single, repeated):
+        first, second = two["val_acc_runs"]
+        assert first == one["val_acc"]  # run 0 is the single run: same SGD seed
+        assert two["val_acc"] == pytest.approx((first + second) / 2)
+    assert load_groundtruth(tmp_path / "two.json")[0] == twice
+
+
+def test_files_without_repeats_read_as_one_run(tmp_path):
+    path = tmp_path / "old.json"
+    old = {k: v for k, v in TINY.__dict__.items() if k != "repeats"}
+    path.write_text(json.dumps({"protocol": old, "results": {}}))
+    assert load_groundtruth(path)[0].repeats == 1
+
+
+def test_repeats_must_be_positive(tmp_path, capsys):
+    with pytest.raises(ValueError, match="at least one SGD run"):
+        Protocol(repeats=0)
+    assert main(["groundtruth", "--out", str(tmp_path / "gt.json"), "--repeats", "0", "--quiet"]) == 2
+    assert "at least one SGD run" in capsys.readouterr().err
+    assert not (tmp_path / "gt.json").exists()
+
+
+RETRAIN = Path(__file__).resolve().parents[1] / "bench" / "groundtruth_retrain.py"
+
+
+def test_retraining_with_the_next_seed_merges_as_a_repeat(data_dir, tmp_path):
+    """bench/groundtruth_retrain.py --train-seed --merged gives what `--repeats 2` trains directly."""
+    gt = tmp_path / "gt.json"
+    run_groundtruth(TINY, gt, 2, data_dir, progress=False)
+    retrain = [sys.executable, str(RETRAIN), str(gt), "--num-archs", "2", "--data-dir", data_dir,
+               "--out", str(tmp_path / "seed1.json")]
+    wrong = subprocess.run(retrain + ["--train-seed", "2", "--merged", str(tmp_path / "m.json")],
+                           capture_output=True, text=True)
+    assert wrong.returncode == 2 and "--train-seed 1" in wrong.stderr
+    done = subprocess.run(retrain + ["--train-seed", "1", "--merged", str(tmp_path / "m.json")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    merged_protocol, merged = load_groundtruth(tmp_path / "m.json")
+    twice = Protocol(**{**TINY.__dict__, "repeats": 2})
+    direct = run_groundtruth(twice, tmp_path / "two.json", 2, data_dir, progress=False)
+    assert merged_protocol == twice
+    assert [(r["hash"], r["val_acc_runs"]) for r in merged] == [(r["hash"], r["val_acc_runs"]) for r in direct]
+    # a retraining file of another protocol is not mixed in
+    other = subprocess.run(retrain + ["--epochs", "2"], capture_output=True, text=True)
+    assert other.returncode != 0 and "use another --out" in other.stderr
