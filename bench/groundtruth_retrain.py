@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
-
+from ghn_ext.correlate import rank_correlations
 from ghn_ext.data import cifar10_splits
 from ghn_ext.groundtruth import Protocol, groundtruth_set, record_accuracy, train_under_protocol
 from ghn_ext.io import write_json_atomic
@@ -71,8 +70,9 @@ def merged_records(chosen: list[tuple], done: dict[str, float], protocol: Protoc
         for _, r in chosen}
 
 
-def correlations(x: np.ndarray, y: np.ndarray) -> str:
-    return f"Pearson {stats.pearsonr(x, y)[0]:+.3f}, Spearman {stats.spearmanr(x, y)[0]:+.3f}"
+def correlations(predicted: np.ndarray, true: np.ndarray) -> str:
+    c = rank_correlations(predicted, true)
+    return f"Pearson {c['pearson']:+.3f} (over the top half by the latter {c['pearson_top']:+.3f}), Spearman {c['spearman']:+.3f}"
 
 
 def main() -> None:
