@@ -8,7 +8,9 @@ Predictors score the ground-truth architectures (`ghn groundtruth`) on the same 
     steps of that recipe, then scored.
 Each is compared with the ground truth by Pearson R over all architectures and over the top half (those
 with above-average ground truth), Spearman's rho and Kendall's tau, next to its cost: the initial cost
-(training the GHN or the one-shot model) and the cost per architecture.
+(training the GHN or the one-shot model) and the cost per architecture. Both Pearson R come with their
+95% interval: over the few architectures of a ground truth (the top half of 50 is about 25), an R
+is known to within about +-0.3, and the table should say so.
 
 Predictions are cached in one JSON file per output folder, rewritten atomically after every
 architecture, so an interrupted run resumes and a rerun with more predictors only computes the new ones.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from statistics import NormalDist
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -104,6 +107,15 @@ def rank_correlations(predicted: Sequence[float], true: Sequence[float]) -> dict
             "kendall": float(stats.kendalltau(p, t)[0]) if np.ptp(p) > 0 else math.nan}
 
 
+def pearson_interval(r: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of a Pearson R over n pairs (Fisher z: atanh(R) is near normal with standard
+    error 1/sqrt(n-3)); nan where R is undefined or n is too small."""
+    if math.isnan(r) or n <= 3:
+        return math.nan, math.nan
+    z, half = math.atanh(min(max(r, -1 + 1e-12), 1 - 1e-12)), NormalDist().inv_cdf(0.5 + level / 2) / math.sqrt(n - 3)
+    return math.tanh(z - half), math.tanh(z + half)
+
+
 class PredictionCache:
     """out_dir/predictions.json: {predictor: {"initial_seconds", "scores": {hash: {"score", "seconds"}}}}."""
 
@@ -137,18 +149,26 @@ class PredictionCache:
 def summarize(name: str, entry: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One table row: correlations with the ground truth and costs."""
     scores = [entry["scores"][r["hash"]] for r in records]
-    row = {"predictor": name,
-           **rank_correlations([s["score"] for s in scores], [r["val_acc"] for r in records]),
+    true = np.array([r["val_acc"] for r in records])
+    corr = rank_correlations([s["score"] for s in scores], true)
+    row = {"predictor": name, **corr,
+           "pearson_ci": pearson_interval(corr["pearson"], len(true)),
+           "pearson_top_ci": pearson_interval(corr["pearson_top"], int((true > true.mean()).sum())),
            "initial_hours": entry.get("initial_seconds", 0.0) / 3600,
            "seconds_per_arch": float(np.mean([s["seconds"] for s in scores]))}
     return row
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    head = ("| predictor | Pearson R | R, top half | Spearman | Kendall tau | initial cost (h) | "
-            "cost per architecture (s) |\n|---|---|---|---|---|---|---|\n")
+    head = ("| predictor | Pearson R (95% interval) | R, top half (95% interval) | Spearman | Kendall tau | "
+            "initial cost (h) | cost per architecture (s) |\n|---|---|---|---|---|---|---|\n")
+
+    def with_interval(r: float, interval: Sequence[float]) -> str:
+        return f"{r:.3f}" + ("" if math.isnan(interval[0]) else f" ({interval[0]:.2f}, {interval[1]:.2f})")
+
     return head + "".join(
-        f"| {r['predictor']} | {r['pearson']:.3f} | {r['pearson_top']:.3f} | {r['spearman']:.3f} | "
+        f"| {r['predictor']} | {with_interval(r['pearson'], r['pearson_ci'])} | "
+        f"{with_interval(r['pearson_top'], r['pearson_top_ci'])} | {r['spearman']:.3f} | "
         f"{r['kendall']:.3f} | {r['initial_hours']:.3f} | {r['seconds_per_arch']:.2f} |\n" for r in rows)
 
 
@@ -203,4 +223,4 @@ def correlate(predictors: Sequence[Predictor], archs: Sequence[ArchGraph], recor
 
 
 __all__ = ["Predictor", "model_predictor", "sgd_predictor", "finetuned_predictor", "training_seconds",
-           "rank_correlations", "PredictionCache", "summarize", "markdown_table", "scatter_plot", "correlate"]
+           "rank_correlations", "pearson_interval", "PredictionCache", "summarize", "markdown_table", "scatter_plot", "correlate"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ghn_ext.cli import main
-from ghn_ext.correlate import Predictor, correlate, markdown_table, rank_correlations
+from ghn_ext.correlate import Predictor, correlate, markdown_table, pearson_interval, rank_correlations
 from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
 from ghn_ext.groundtruth import Protocol, groundtruth_architectures, run_groundtruth
 from ghn_ext.oneshot import OneShotConfig, OneShotModel
@@ -57,7 +57,7 @@ def test_correlate_writes_table_plot_and_resumes(tmp_path):
     assert rows[0]["pearson"] == pytest.approx(1.0) and rows[1]["spearman"] == pytest.approx(-1.0)
     assert rows[0]["initial_hours"] == pytest.approx(1.0)
     assert (tmp_path / "scatter.png").stat().st_size > 0
-    assert "| good | 1.000 |" in (tmp_path / "table.md").read_text()
+    assert "| good | 1.000 (1.00, 1.00) | 1.000 | 1.000 |" in (tmp_path / "table.md").read_text()  # top half: too few
     assert [r["predictor"] for r in json.loads((tmp_path / "table.json").read_text())] == ["good", "reversed"]
 
     def fail(g):
@@ -82,8 +82,19 @@ def test_damaged_cache(tmp_path):
 
 def test_markdown_table():
     row = {"predictor": "GHN", "pearson": 0.7, "pearson_top": 0.5, "spearman": 0.6, "kendall": 0.4,
-           "initial_hours": 0.25, "seconds_per_arch": 1.5}
-    assert markdown_table([row]).splitlines()[2] == "| GHN | 0.700 | 0.500 | 0.600 | 0.400 | 0.250 | 1.50 |"
+           "pearson_ci": (0.52, 0.82), "pearson_top_ci": (0.13, 0.75), "initial_hours": 0.25, "seconds_per_arch": 1.5}
+    assert (markdown_table([row]).splitlines()[2]
+            == "| GHN | 0.700 (0.52, 0.82) | 0.500 (0.13, 0.75) | 0.600 | 0.400 | 0.250 | 1.50 |")
+
+
+def test_pearson_interval():
+    # R 0.5 over 28 pairs: atanh(0.5) = 0.5493, +-1.96/5 gives tanh(0.1573) and tanh(0.9413)
+    assert pearson_interval(0.5, 28) == pytest.approx((0.1560, 0.7357), abs=1e-3)
+    lo, hi = pearson_interval(0.5, 103)
+    assert 0.33 < lo < 0.5 < hi < 0.64  # narrower with more pairs
+    assert pearson_interval(-0.3, 50) == pytest.approx(tuple(-x for x in reversed(pearson_interval(0.3, 50))))
+    assert pearson_interval(1.0, 10)[1] == pytest.approx(1.0)  # a perfect R stays finite
+    assert all(math.isnan(x) for x in pearson_interval(math.nan, 50) + pearson_interval(0.5, 3))
 
 
 def test_cli(data_dir, tmp_path, capsys):
