@@ -92,6 +92,8 @@ def main() -> None:
     changes = {k: v for k, v in (("seed", a.train_seed), ("epochs", a.epochs)) if v is not None}
     if not changes:
         p.error("nothing to change: give --train-seed and/or --epochs")
+    if a.num_archs < 3:
+        p.error("--num-archs: the two runs are correlated, which needs at least 3 architectures")
     # architectures stay those of the file; a retraining is one SGD run under the changed protocol
     other = dataclasses.replace(protocol, **changes, repeats=1)
     if a.merged and "seed" in changes and (len(changes) > 1 or a.train_seed != protocol.seed + protocol.repeats):

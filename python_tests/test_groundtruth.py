@@ -109,8 +109,8 @@ RETRAIN = Path(__file__).resolve().parents[1] / "bench" / "groundtruth_retrain.p
 def test_retraining_with_the_next_seed_merges_as_a_repeat(data_dir, tmp_path):
     """bench/groundtruth_retrain.py --train-seed --merged gives what `--repeats 2` trains directly."""
     gt = tmp_path / "gt.json"
-    run_groundtruth(TINY, gt, 2, data_dir, progress=False)
-    retrain = [sys.executable, str(RETRAIN), str(gt), "--num-archs", "2", "--data-dir", data_dir,
+    run_groundtruth(TINY, gt, 3, data_dir, progress=False)
+    retrain = [sys.executable, str(RETRAIN), str(gt), "--num-archs", "3", "--data-dir", data_dir,
                "--out", str(tmp_path / "seed1.json")]
     wrong = subprocess.run(retrain + ["--train-seed", "2", "--merged", str(tmp_path / "m.json")],
                            capture_output=True, text=True)
@@ -120,7 +120,7 @@ def test_retraining_with_the_next_seed_merges_as_a_repeat(data_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     merged_protocol, merged = load_groundtruth(tmp_path / "m.json")
     twice = Protocol(**{**TINY.__dict__, "repeats": 2})
-    direct = run_groundtruth(twice, tmp_path / "two.json", 2, data_dir, progress=False)
+    direct = run_groundtruth(twice, tmp_path / "two.json", 3, data_dir, progress=False)
     assert merged_protocol == twice
     assert [(r["hash"], r["val_acc_runs"]) for r in merged] == [(r["hash"], r["val_acc_runs"]) for r in direct]
     # a retraining file of another protocol is not mixed in
