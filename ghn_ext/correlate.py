@@ -89,6 +89,11 @@ def finetuned_predictor(name: str, model, steps: int, protocol: Protocol, train:
     return Predictor(f"{name}+SGD-{steps}{_stats_suffix(batch_stats)}", score, training_seconds(checkpoint))
 
 
+def top_half(true: np.ndarray) -> np.ndarray:
+    """The architectures whose ground truth is above average (the paper's "top half")."""
+    return true > true.mean()
+
+
 def rank_correlations(predicted: Sequence[float], true: Sequence[float]) -> dict[str, float]:
     """Pearson R (all, and top half: above-average ground truth), Spearman rho, Kendall tau."""
     from scipy import stats
@@ -100,7 +105,7 @@ def rank_correlations(predicted: Sequence[float], true: Sequence[float]) -> dict
     def pearson(a, b):  # undefined (nan) for constant input, e.g. a predictor stuck at chance
         return float(stats.pearsonr(a, b)[0]) if np.ptp(a) > 0 and np.ptp(b) > 0 else math.nan
 
-    top = t > t.mean()
+    top = top_half(t)
     return {"pearson": pearson(p, t),
             "pearson_top": pearson(p[top], t[top]) if top.sum() >= 3 else math.nan,
             "spearman": float(stats.spearmanr(p, t)[0]) if np.ptp(p) > 0 else math.nan,
@@ -112,7 +117,8 @@ def pearson_interval(r: float, n: int, level: float = 0.95) -> tuple[float, floa
     error 1/sqrt(n-3)); nan where R is undefined or n is too small."""
     if math.isnan(r) or n <= 3:
         return math.nan, math.nan
-    z, half = math.atanh(min(max(r, -1 + 1e-12), 1 - 1e-12)), NormalDist().inv_cdf(0.5 + level / 2) / math.sqrt(n - 3)
+    z = math.atanh(min(max(r, -1 + 1e-12), 1 - 1e-12))  # a perfect R stays finite
+    half = NormalDist().inv_cdf(0.5 + level / 2) / math.sqrt(n - 3)
     return math.tanh(z - half), math.tanh(z + half)
 
 
@@ -153,7 +159,7 @@ def summarize(name: str, entry: dict[str, Any], records: Sequence[dict[str, Any]
     corr = rank_correlations([s["score"] for s in scores], true)
     row = {"predictor": name, **corr,
            "pearson_ci": pearson_interval(corr["pearson"], len(true)),
-           "pearson_top_ci": pearson_interval(corr["pearson_top"], int((true > true.mean()).sum())),
+           "pearson_top_ci": pearson_interval(corr["pearson_top"], int(top_half(true).sum())),
            "initial_hours": entry.get("initial_seconds", 0.0) / 3600,
            "seconds_per_arch": float(np.mean([s["seconds"] for s in scores]))}
     return row
@@ -223,4 +229,4 @@ def correlate(predictors: Sequence[Predictor], archs: Sequence[ArchGraph], recor
 
 
 __all__ = ["Predictor", "model_predictor", "sgd_predictor", "finetuned_predictor", "training_seconds",
-           "rank_correlations", "pearson_interval", "PredictionCache", "summarize", "markdown_table", "scatter_plot", "correlate"]
+           "top_half", "rank_correlations", "pearson_interval", "PredictionCache", "summarize", "markdown_table", "scatter_plot", "correlate"]
