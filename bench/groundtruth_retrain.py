@@ -30,15 +30,8 @@ from pathlib import Path
 import numpy as np
 from ghn_ext.correlate import rank_correlations
 from ghn_ext.data import cifar10_splits
-from ghn_ext.groundtruth import Protocol, groundtruth_set, record_accuracy, train_under_protocol
+from ghn_ext.groundtruth import Protocol, groundtruth_set, parse_shard, record_accuracy, train_under_protocol
 from ghn_ext.io import write_json_atomic
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    rank, world = (int(x) for x in text.split("/"))
-    if not 0 <= rank < world:
-        raise argparse.ArgumentTypeError(f"shard {text!r}: need 0 <= r < n in r/n")
-    return rank, world
 
 
 def read_results(paths: list[Path], protocol: Protocol) -> dict[str, float]:

@@ -15,7 +15,7 @@ from .distributed import add_device_argument, distributed_run
 from .ghn import CheckpointError, GraphHyperNetwork
 from .graph import ArchGraph, GraphError
 from .final import FinalConfig
-from .groundtruth import Protocol, run_groundtruth
+from .groundtruth import Protocol, parse_shard, run_groundtruth
 from .spaces import SPACES, classification, make_sampler, nb201
 from .train import NonFiniteLossError, TrainConfig, Trainer
 
@@ -179,7 +179,7 @@ def cmd_groundtruth(a: argparse.Namespace) -> int:
                         channels=a.channels or Protocol.channels, cells_per_stage=a.cells_per_stage,
                         train_images=a.train_images, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                         val_images=a.val_images, seed=a.seed, repeats=a.repeats)
-    records = run_groundtruth(protocol, a.out, a.num_archs, a.data_dir, progress=not a.quiet)
+    records = run_groundtruth(protocol, a.out, a.num_archs, a.data_dir, progress=not a.quiet, shard=a.shard)
     accs = [r["val_acc"] for r in records]
     print(f"{len(records)} architectures in {a.out}: validation accuracy {min(accs):.3f} .. {max(accs):.3f}, "
           f"{sum(r['train_seconds'] for r in records) / len(records):.0f} s each")
@@ -287,6 +287,13 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ghn", description="Graph HyperNetworks for architecture search")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -358,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", type=int, default=Protocol.val_images)
     p.add_argument("--repeats", type=int, default=Protocol.repeats,
                    help="SGD runs per architecture (seeds SEED, SEED+1, ...); its accuracy is their mean")
+    p.add_argument("--shard", type=_shard, default=(0, 1),
+                   help="r/n: train only architectures i with i %% n == r; n processes, one per shard, can "
+                   "grow the same --out file at once")
     p.set_defaults(func=cmd_groundtruth, cells_per_stage=Protocol.cells_per_stage)
 
     p = sub.add_parser("correlate", help="rank correlation of predictors (GHN, one-shot, SGD-k) with the "

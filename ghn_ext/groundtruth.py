@@ -12,8 +12,9 @@ correlation a predictor can show.
 Results live in one JSON file: the protocol and, keyed by architecture hash, each architecture's
 index, cell, validation accuracy and training time. It is rewritten atomically after every
 architecture, so a killed run loses at most the architecture in progress and a rerun (with a larger
-``num_archs`` to grow the set) continues where it stopped. A file written under another protocol is
-refused, never mixed with.
+``num_archs`` to grow the set) continues where it stopped. Several processes may grow one file at once,
+each training its shard of the architectures: every write re-reads the file under a lock and adds to
+it. A file written under another protocol is refused, never mixed with.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
+
+from filelock import FileLock
 
 from .data import Split, cifar10_splits
 from .graph import ArchGraph
@@ -112,31 +115,51 @@ def groundtruth_set(path: str | Path) -> tuple[Protocol, list[ArchGraph], list[d
     return protocol, archs, records
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """ "r/n" -> (r, n): the architectures i with i % n == r."""
+    try:
+        rank, world = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard {text!r}: expected r/n, e.g. 0/2") from None
+    if not 0 <= rank < world:
+        raise ValueError(f"shard {text!r}: need 0 <= r < n in r/n")
+    return rank, world
+
+
+def _finished(path: Path, protocol: Protocol) -> dict[str, dict[str, Any]]:
+    """The records `path` holds, by hash ({} when it does not exist yet); refuses another protocol."""
+    if not path.exists():
+        return {}
+    existing, records = load_groundtruth(path)
+    if existing != protocol:
+        raise ValueError(f"{path} was written under another protocol ({asdict(existing)}); "
+                         f"use another file for {asdict(protocol)}")
+    return {r["hash"]: r for r in records}
+
+
 def run_groundtruth(protocol: Protocol, path: str | Path, num_archs: int, data_dir: Optional[str] = None,
-                    progress: bool = True) -> list[dict[str, Any]]:
-    """Train architectures 0 .. num_archs-1 of the protocol that `path` does not hold yet."""
+                    progress: bool = True, shard: tuple[int, int] = (0, 1)) -> list[dict[str, Any]]:
+    """Train architectures 0 .. num_archs-1 of the protocol that `path` does not hold yet; with
+    ``shard=(r, n)`` only those with index % n == r, so n processes can share the work and the file."""
     path = Path(path)
-    results: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        existing, records = load_groundtruth(path)
-        if existing != protocol:
-            raise ValueError(f"{path} was written under another protocol ({asdict(existing)}); "
-                             f"use another file for {asdict(protocol)}")
-        results = {r["hash"]: r for r in records}
+    rank, world = shard
+    lock = FileLock(f"{path}.lock")
+    with lock:
+        results = _finished(path, protocol)
     archs = groundtruth_architectures(protocol, num_archs)
-    todo = [i for i, g in enumerate(archs) if g.stable_hash() not in results]
+    mine = [i for i in range(num_archs) if i % world == rank]
+    todo = [i for i in mine if archs[i].stable_hash() not in results]
     splits = cifar10_splits(data_dir)
     train, val = splits.train.head(protocol.train_images), splits.val.head(protocol.val_images)
-    with progress_bar(num_archs, num_archs - len(todo), "ground truth", not progress) as bar:
+    with progress_bar(len(mine), len(mine) - len(todo), "ground truth", not progress) as bar:
         for i in todo:
             start = time.perf_counter()
             acc = record_accuracy(train_runs(archs[i], protocol, train, val))
             rec = {"index": i, **describe(archs[i]), **acc, "train_seconds": round(time.perf_counter() - start, 2)}
-            results[rec["hash"]] = rec
-            write_json_atomic({"protocol": asdict(protocol), "results": results}, path)
+            with lock:   # other shards may have added records since we last read the file
+                results = _finished(path, protocol)
+                results[rec["hash"]] = rec
+                write_json_atomic({"protocol": asdict(protocol), "results": results}, path)
             bar.set_postfix(last=f"{acc['val_acc']:.3f}")
             bar.update(1)
     return sorted(results.values(), key=lambda r: r["index"])
-
-
-__all__ = ["Protocol", "train_runs", "train_under_protocol", "record_accuracy", "groundtruth_architectures", "load_groundtruth", "groundtruth_set", "run_groundtruth"]

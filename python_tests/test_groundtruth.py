@@ -77,6 +77,39 @@ def test_cli(data_dir, tmp_path, capsys):
     assert "another protocol" in capsys.readouterr().err
 
 
+def test_shards_grow_one_file_together(data_dir, tmp_path, monkeypatch):
+    """Shard 0 re-reads the file before each write, so what shard 1 added meanwhile is kept."""
+    path = tmp_path / "gt.json"
+    real, interleaved = G.train_briefly, []
+
+    def train_while_shard_1_runs(g, *args, **kwargs):
+        if not interleaved:  # during shard 0's first architecture, shard 1 does all of its own
+            interleaved.append(g.stable_hash())
+            run_groundtruth(TINY, path, 4, data_dir, progress=False, shard=(1, 2))
+        return real(g, *args, **kwargs)
+
+    monkeypatch.setattr(G, "train_briefly", train_while_shard_1_runs)
+    shard0 = run_groundtruth(TINY, path, 4, data_dir, progress=False, shard=(0, 2))
+    whole = run_groundtruth(TINY, tmp_path / "whole.json", 4, data_dir, progress=False)
+    _, records = load_groundtruth(path)
+    assert shard0 == records
+    assert [(r["index"], r["hash"], r["val_acc"]) for r in records] == \
+        [(r["index"], r["hash"], r["val_acc"]) for r in whole]
+
+
+def test_shard_cli(data_dir, tmp_path, capsys):
+    out = tmp_path / "gt.json"
+    args = ["groundtruth", "--out", str(out), "--num-archs", "3", "--num-nodes", "3", "--num-blocks", "1",
+            "--channels", "4", "--train-images", "64", "--epochs", "1", "--batch-size", "32",
+            "--val-images", "100", "--data-dir", data_dir, "--quiet"]
+    assert main(args + ["--shard", "1/2"]) == 0
+    assert [r["index"] for r in load_groundtruth(out)[1]] == [1]
+    for bad in ["2/2", "1", "a/b"]:
+        with pytest.raises(SystemExit):
+            main(args + ["--shard", bad])
+        assert f"shard {bad!r}" in capsys.readouterr().err
+
+
 def test_repeats_record_each_run_and_their_mean(data_dir, tmp_path):
     single = run_groundtruth(TINY, tmp_path / "one.json", 2, data_dir, progress=False)
     twice = Protocol(**{**TINY.__dict__, "repeats": 2})
