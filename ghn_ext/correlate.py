@@ -13,7 +13,8 @@ with above-average ground truth), Spearman's rho and Kendall's tau, next to its 
 is known to within about +-0.3, and the table should say so.
 
 Predictions are cached in one JSON file per output folder, rewritten atomically after every
-architecture, so an interrupted run resumes and a rerun with more predictors only computes the new ones.
+architecture, so an interrupted run resumes, a rerun with more predictors only computes the new ones,
+and several processes can fill one folder at once.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from .data import Split
 from .evaluate import score_architectures
@@ -123,33 +125,50 @@ def pearson_interval(r: float, n: int, level: float = 0.95) -> tuple[float, floa
 
 
 class PredictionCache:
-    """out_dir/predictions.json: {predictor: {"initial_seconds", "scores": {hash: {"score", "seconds"}}}}."""
+    """out_dir/predictions.json: {predictor: {"initial_seconds", "scores": {hash: {"score", "seconds"}}}}.
+
+    Several processes may fill one cache at once (e.g. one predictor each): every write re-reads the
+    file under a lock and adds to it, so nothing another process scored meanwhile is lost."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.data: dict[str, Any] = {}
-        if self.path.exists():
-            try:
-                self.data = json.loads(self.path.read_text())
-                assert isinstance(self.data, dict)
-            except (json.JSONDecodeError, AssertionError):
-                raise ValueError(f"prediction cache {self.path} is damaged; move it away to recompute") from None
+        self._lock = FileLock(f"{self.path}.lock")
+        with self._lock:
+            self.data = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+            assert isinstance(data, dict)
+        except (json.JSONDecodeError, AssertionError):
+            raise ValueError(f"prediction cache {self.path} is damaged; move it away to recompute") from None
+        return data
+
+    def _add(self, name: str, initial_seconds: float, scores: dict[str, Any]) -> dict[str, Any]:
+        """Write `scores` into `name`'s entry of the file as it is now; returns that entry."""
+        with self._lock:
+            self.data = self._read()
+            entry = self.data.setdefault(name, {"scores": {}})
+            entry["initial_seconds"] = initial_seconds
+            entry["scores"].update(scores)
+            write_json_atomic(self.data, self.path)
+        return entry
 
     def run(self, predictor: Predictor, archs: Sequence[ArchGraph], progress: bool = True) -> dict[str, Any]:
-        entry = self.data.setdefault(predictor.name, {"scores": {}})
-        entry["initial_seconds"] = predictor.initial_seconds
-        scores = entry["scores"]
-        todo = [g for g in archs if g.stable_hash() not in scores]
+        entry = self.data.get(predictor.name, {"scores": {}})
+        todo = [g for g in archs if g.stable_hash() not in entry["scores"]]
         with progress_bar(len(archs), len(archs) - len(todo), predictor.name, not progress) as bar:
             for g in todo:
-                start = time.perf_counter()
-                score = predictor.score(g)
-                scores[g.stable_hash()] = {"score": score, "seconds": time.perf_counter() - start}
-                write_json_atomic(self.data, self.path)
-                bar.set_postfix(last=f"{score:.3f}")
+                if g.stable_hash() not in entry["scores"]:  # else another process scored it meanwhile
+                    start = time.perf_counter()
+                    score = predictor.score(g)
+                    entry = self._add(predictor.name, predictor.initial_seconds,
+                                      {g.stable_hash(): {"score": score, "seconds": time.perf_counter() - start}})
+                    bar.set_postfix(last=f"{score:.3f}")
                 bar.update(1)
-        write_json_atomic(self.data, self.path)
-        return entry
+        return self._add(predictor.name, predictor.initial_seconds, {})
 
 
 def summarize(name: str, entry: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[str, Any]:

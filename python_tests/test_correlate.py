@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ghn_ext.cli import main
-from ghn_ext.correlate import Predictor, correlate, markdown_table, pearson_interval, rank_correlations
+from ghn_ext.correlate import PredictionCache, Predictor, correlate, markdown_table, pearson_interval, rank_correlations
 from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
 from ghn_ext.groundtruth import Protocol, groundtruth_architectures, run_groundtruth
 from ghn_ext.oneshot import OneShotConfig, OneShotModel
@@ -71,6 +71,28 @@ def test_correlate_writes_table_plot_and_resumes(tmp_path):
     assert [r["predictor"] for r in partial] == ["partial"]
     with pytest.raises(ValueError, match="nothing to tabulate"):
         correlate([], archs, records, tmp_path / "p", progress=False)
+
+
+def test_processes_share_one_cache(tmp_path):
+    """Two caches on one file, as two `ghn correlate` processes: neither loses what the other wrote, and an
+    architecture the other scored meanwhile is not scored again."""
+    archs, _ = fake_records(4)
+    path = tmp_path / "predictions.json"
+    first, second = PredictionCache(path), PredictionCache(path)
+    scored = []
+
+    def score_while_the_other_runs(g):
+        if not scored:  # the second process scores every architecture during the first one's first
+            second.run(Predictor("p", lambda g: 0.5), archs, progress=False)
+            second.run(Predictor("q", lambda g: 0.25), archs, progress=False)
+        scored.append(g.stable_hash())
+        return 0.5
+
+    entry = first.run(Predictor("p", score_while_the_other_runs), archs, progress=False)
+    assert scored == [archs[0].stable_hash()]
+    assert entry["scores"].keys() == {g.stable_hash() for g in archs}
+    on_disk = json.loads(path.read_text())
+    assert set(on_disk) == {"p", "q"} and len(on_disk["q"]["scores"]) == 4
 
 
 def test_damaged_cache(tmp_path):
