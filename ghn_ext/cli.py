@@ -199,6 +199,8 @@ def cmd_correlate(a: argparse.Namespace) -> int:
         raise ValueError("nothing to compare: give --ghn, --oneshot or --sgd-steps, or an --out folder whose "
                          "predictions.json holds scores (to tabulate them against this ground truth)")
     protocol, archs, records = groundtruth_set(a.groundtruth)
+    if a.indices:
+        archs, records = _select_indices(archs, records, *a.indices)
     if given:
         splits = cifar10_splits(a.data_dir)
         train, val = splits.train.head(protocol.train_images), splits.val.head(protocol.val_images)
@@ -215,11 +217,28 @@ def cmd_correlate(a: argparse.Namespace) -> int:
                        for k in a.finetune_steps]
     predictors += [sgd_predictor(k, protocol, train, val, a.batch_stats) for k in a.sgd_steps]
     rows = correlate(predictors, archs, records, a.out, progress=not a.quiet,
-                     title=f"{len(records)} architectures, ground truth: {protocol.steps} SGD steps"
+                     title=f"{len(records)} architectures{_indices_text(a.indices)}, ground truth: "
+                     f"{protocol.steps} SGD steps"
                      + (f", mean of {protocol.repeats} runs" if protocol.repeats > 1 else ""))
     print(markdown_table(rows), end="")
     print(f"table and scatter plot in {a.out}")
     return 0
+
+
+def _select_indices(archs, records, start: int, stop: Optional[int]):
+    """The ground-truth architectures whose index is in [start, stop), e.g. ones added after a first study."""
+    keep = [i for i, r in enumerate(records) if r["index"] >= start and (stop is None or r["index"] < stop)]
+    if len(keep) < 3:
+        raise ValueError(f"--indices {start}:{'' if stop is None else stop} selects {len(keep)} of the ground "
+                         f"truth's {len(records)} architectures; a correlation needs at least 3")
+    return [archs[i] for i in keep], [records[i] for i in keep]
+
+
+def _indices_text(indices: Optional[tuple[int, Optional[int]]]) -> str:
+    if not indices:
+        return ""
+    start, stop = indices
+    return f" (indices {start}:{'' if stop is None else stop})"
 
 
 def cmd_ablate(a: argparse.Namespace) -> int:
@@ -285,6 +304,18 @@ def _int_list(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _index_range(text: str) -> tuple[int, Optional[int]]:
+    start, sep, stop = text.partition(":")
+    try:
+        lo, hi = int(start or 0), (int(stop) if stop else None)
+    except ValueError:
+        lo = hi = None
+    if not sep or lo is None or lo < 0 or (hi is not None and hi <= lo):
+        raise argparse.ArgumentTypeError(f"expected START:STOP with 0 <= START < STOP (either may be left out), "
+                                         f"got {text!r}")
+    return lo, hi
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -387,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "move; their rows are named '... (batch stats)'")
     p.add_argument("--out", required=True, help="folder: predictions.json (cache), table.md, scatter.png; "
                    "with no predictor given, the cached scores are tabulated against --groundtruth")
+    p.add_argument("--indices", type=_index_range, metavar="START:STOP",
+                   help="only the ground truth's architectures with START <= index < STOP, e.g. 50: for "
+                   "those added after the first 50 (a held-out set for predictors chosen on those)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_correlate)

@@ -139,6 +139,34 @@ def test_cli(data_dir, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_indices_tabulate_part_of_the_ground_truth(tmp_path, capsys):
+    """--indices START:STOP: only those architectures, e.g. ones added after the predictors were chosen."""
+    from dataclasses import asdict
+
+    archs, records = fake_records(6)
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"protocol": asdict(TINY), "results": {r["hash"]: r for r in records}}))
+    out = tmp_path / "corr"
+    out.mkdir()
+    # right on the first three architectures, reversed on the last three
+    scores = {r["hash"]: {"score": r["val_acc"] * (1 if r["index"] < 3 else -1), "seconds": 1.0} for r in records}
+    (out / "predictions.json").write_text(json.dumps({"p": {"initial_seconds": 0, "scores": scores}}))
+
+    def pearson(indices):
+        assert main(["correlate", "--groundtruth", str(gt), "--out", str(out), "--indices", indices, "--quiet"]) == 0
+        return json.loads((out / "table.json").read_text())[0]["pearson"]
+
+    assert pearson(":3") == pytest.approx(1.0) and pearson("3:") == pytest.approx(-1.0)
+    assert pearson("0:6") == pytest.approx(pearson(":"))
+    capsys.readouterr()
+    assert main(["correlate", "--groundtruth", str(gt), "--out", str(out), "--indices", "4:", "--quiet"]) == 2
+    assert "selects 2 of the ground truth's 6 architectures" in capsys.readouterr().err
+    for bad in ["3:2", "x:", "5"]:
+        with pytest.raises(SystemExit):
+            main(["correlate", "--groundtruth", str(gt), "--out", str(out), "--indices", bad])
+        assert "expected START:STOP" in capsys.readouterr().err
+
+
 def test_finetuned_from_zero_steps_scores_like_the_ghn(data_dir):
     """GHN+SGD-k starts from the generated weights: with no step and batch statistics it is the GHN's
     own score; with steps it trains them (and differs from SGD-k from scratch)."""
