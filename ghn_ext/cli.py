@@ -181,8 +181,9 @@ def cmd_groundtruth(a: argparse.Namespace) -> int:
                         val_images=a.val_images, seed=a.seed, repeats=a.repeats)
     records = run_groundtruth(protocol, a.out, a.num_archs, a.data_dir, progress=not a.quiet, shard=a.shard)
     accs = [r["val_acc"] for r in records]
-    print(f"{len(records)} architectures in {a.out}: validation accuracy {min(accs):.3f} .. {max(accs):.3f}, "
-          f"{sum(r['train_seconds'] for r in records) / len(records):.0f} s each")
+    timed = [r["train_seconds"] for r in records if "train_seconds" in r]  # a merged retraining has none
+    print(f"{len(records)} architectures in {a.out}: validation accuracy {min(accs):.3f} .. {max(accs):.3f}"
+          + (f", {sum(timed) / len(timed):.0f} s each (of {len(timed)} timed)" if timed else ""))
     return 0
 
 

@@ -72,6 +72,13 @@ def test_cli(data_dir, tmp_path, capsys):
             "--val-images", "100", "--data-dir", data_dir, "--quiet"]
     assert main(args) == 0
     assert "2 architectures in" in capsys.readouterr().out
+    # a file that also holds untimed records (merged from bench/groundtruth_retrain.py) grows and summarises
+    data = json.loads(out.read_text())
+    for r in data["results"].values():
+        del r["train_seconds"]
+    out.write_text(json.dumps(data))
+    assert main(args[:4] + ["3"] + args[5:]) == 0
+    assert "3 architectures in" in capsys.readouterr().out
     assert load_groundtruth(out)[0] == TINY
     assert main(args[:-1] + ["--epochs", "2", "--quiet"]) == 2
     assert "another protocol" in capsys.readouterr().err
