@@ -214,9 +214,9 @@ def cmd_correlate(a: argparse.Namespace) -> int:
         models.append((name or "one-shot", OneShotModel.load(path), path))
     for name, model, path in models:
         predictors.append(model_predictor(name, model, val, path))
-        predictors += [finetuned_predictor(name, model, k, protocol, train, val, path, a.batch_stats)
+        predictors += [finetuned_predictor(name, model, k, protocol, train, val, path, a.batch_stats, a.sgd_seed)
                        for k in a.finetune_steps]
-    predictors += [sgd_predictor(k, protocol, train, val, a.batch_stats) for k in a.sgd_steps]
+    predictors += [sgd_predictor(k, protocol, train, val, a.batch_stats, a.sgd_seed) for k in a.sgd_steps]
     rows = correlate(predictors, archs, records, a.out, progress=not a.quiet,
                      title=f"{len(records)} architectures{_indices_text(a.indices)}, ground truth: "
                      f"{protocol.steps} SGD steps"
@@ -417,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate SGD-k and NAME+SGD-k networks with each validation batch's BatchNorm "
                    "statistics, as the GHN's score is, not with running averages that a few steps barely "
                    "move; their rows are named '... (batch stats)'")
+    p.add_argument("--sgd-seed", type=int, default=None,
+                   help="seed of the SGD-k and NAME+SGD-k runs (image order; SGD-k's initial weights too); "
+                   "default: the ground truth's. Rows of another seed are named '..., SGD seed S', so "
+                   "runs of several seeds show how much a few steps' randomness moves a ranking")
     p.add_argument("--out", required=True, help="folder: predictions.json (cache), table.md, scatter.png; "
                    "with no predictor given, the cached scores are tabulated against --groundtruth")
     p.add_argument("--indices", type=_index_range, metavar="START:STOP",

@@ -61,34 +61,39 @@ def model_predictor(name: str, model, val: Split, checkpoint: str | Path) -> Pre
     return Predictor(name, lambda g: score_architectures(model, [g], val)[0], training_seconds(checkpoint))
 
 
-def _stats_suffix(batch_stats: bool) -> str:
-    return " (batch stats)" if batch_stats else ""
+def _suffix(protocol: Protocol, batch_stats: bool, seed: Optional[int]) -> str:
+    """Row-name suffix of an SGD run: how it is evaluated, and its seed where not the protocol's."""
+    return ((" (batch stats)" if batch_stats else "")
+            + (f", SGD seed {seed}" if seed is not None and seed != protocol.seed else ""))
 
 
-def sgd_predictor(steps: int, protocol: Protocol, train: Split, val: Split, batch_stats: bool = False) -> Predictor:
+def sgd_predictor(steps: int, protocol: Protocol, train: Split, val: Split, batch_stats: bool = False,
+                  seed: Optional[int] = None) -> Predictor:
     """Accuracy after `steps` steps of the ground truth's own SGD recipe, from scratch; BatchNorm as
-    in :func:`ghn_ext.search.train_briefly` (running statistics, or with `batch_stats` each batch's)."""
-    return Predictor(f"SGD-{steps}{_stats_suffix(batch_stats)}",
+    in :func:`ghn_ext.search.train_briefly` (running statistics, or with `batch_stats` each batch's).
+    `seed` (default: the protocol's) draws the initial weights and the order of the images."""
+    return Predictor(f"SGD-{steps}{_suffix(protocol, batch_stats, seed)}",
                      lambda g: train_briefly(g, train, val, steps, protocol.lr, protocol.batch_size,
-                                             seed=protocol.seed, batch_stats=batch_stats))
+                                             seed=protocol.seed if seed is None else seed,
+                                             batch_stats=batch_stats))
 
 
 def finetuned_predictor(name: str, model, steps: int, protocol: Protocol, train: Split, val: Split,
-                        checkpoint: str | Path, batch_stats: bool = False) -> Predictor:
+                        checkpoint: str | Path, batch_stats: bool = False, seed: Optional[int] = None) -> Predictor:
     """NAME+SGD-k: the weights a GHN generates (or a one-shot model shares) for an architecture, trained
     `steps` more steps with the ground truth's SGD recipe, then their accuracy. Architectures that start
     from shared weights differ after a few steps by how they train, not by their random draws (a
     one-shot model's start serves as well as a GHN's: bench/RESULTS.md); the initial cost is the
-    model's training time."""
+    model's training time. `seed` (default: the protocol's) draws the order of the images."""
     model.eval()
 
     def score(g: ArchGraph) -> float:
         with torch.no_grad():
             init = model(g)
-        return train_briefly(g, train, val, steps, protocol.lr, protocol.batch_size, seed=protocol.seed,
-                             init=init, batch_stats=batch_stats)
+        return train_briefly(g, train, val, steps, protocol.lr, protocol.batch_size,
+                             seed=protocol.seed if seed is None else seed, init=init, batch_stats=batch_stats)
 
-    return Predictor(f"{name}+SGD-{steps}{_stats_suffix(batch_stats)}", score, training_seconds(checkpoint))
+    return Predictor(f"{name}+SGD-{steps}{_suffix(protocol, batch_stats, seed)}", score, training_seconds(checkpoint))
 
 
 def top_half(true: np.ndarray) -> np.ndarray:

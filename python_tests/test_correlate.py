@@ -185,6 +185,26 @@ def test_finetuned_from_zero_steps_scores_like_the_ghn(data_dir):
     assert trained.score(graph) != scratch.score(graph)
 
 
+def test_sgd_seed_reaches_the_runs_and_names_the_rows(monkeypatch):
+    """--sgd-seed: SGD-k and NAME+SGD-k train with that seed; a row of another seed than the protocol's
+    says so, one of the protocol's own seed keeps the plain name (and its cached scores)."""
+    import ghn_ext.correlate as C
+
+    seeds = []
+    monkeypatch.setattr(C, "train_briefly", lambda *a, seed, **k: seeds.append(seed) or 0.5)
+    graph = groundtruth_architectures(TINY, 1)[0]
+    ghn = GraphHyperNetwork(GHNConfig(block_channels=4, T=1))
+    rows = [C.sgd_predictor(2, TINY, None, None, batch_stats=True, seed=TINY.seed + 1),
+            C.sgd_predictor(2, TINY, None, None, seed=TINY.seed),
+            C.finetuned_predictor("g", ghn, 2, TINY, None, None, "no-log/ghn.pt", batch_stats=True, seed=7),
+            C.finetuned_predictor("g", ghn, 2, TINY, None, None, "no-log/ghn.pt")]
+    assert [p.name for p in rows] == [f"SGD-2 (batch stats), SGD seed {TINY.seed + 1}", "SGD-2",
+                                      "g+SGD-2 (batch stats), SGD seed 7", "g+SGD-2"]
+    for p in rows:
+        p.score(graph)
+    assert seeds == [TINY.seed + 1, TINY.seed, 7, TINY.seed]
+
+
 def test_cli_finetuned_rows_and_their_errors(data_dir, tmp_path, capsys):
     gt = tmp_path / "gt.json"
     run_groundtruth(TINY, gt, 3, data_dir, progress=False)
@@ -197,5 +217,9 @@ def test_cli_finetuned_rows_and_their_errors(data_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     for row in ("tiny", "tiny+SGD-1 (batch stats)", "os", "os+SGD-1 (batch stats)", "SGD-1 (batch stats)"):
         assert f"| {row} |" in printed
+    assert main(args + ["--ghn", f"tiny={tmp_path / 'ghn.pt'}", "--finetune-steps", "1", "--sgd-steps", "1",
+                        "--sgd-seed", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "| tiny+SGD-1, SGD seed 5 |" in printed and "| SGD-1, SGD seed 5 |" in printed
     assert main(args + ["--finetune-steps", "1"]) == 2
     assert "give --ghn or --oneshot" in capsys.readouterr().err
