@@ -230,16 +230,13 @@ def _select_indices(archs, records, start: int, stop: Optional[int]):
     """The ground-truth architectures whose index is in [start, stop), e.g. ones added after a first study."""
     keep = [i for i, r in enumerate(records) if r["index"] >= start and (stop is None or r["index"] < stop)]
     if len(keep) < 3:
-        raise ValueError(f"--indices {start}:{'' if stop is None else stop} selects {len(keep)} of the ground "
+        raise ValueError(f"--indices {_range_text(start, stop)} selects {len(keep)} of the ground "
                          f"truth's {len(records)} architectures; a correlation needs at least 3")
     return [archs[i] for i in keep], [records[i] for i in keep]
 
 
 def _indices_text(indices: Optional[tuple[int, Optional[int]]]) -> str:
-    if not indices:
-        return ""
-    start, stop = indices
-    return f" (indices {start}:{'' if stop is None else stop})"
+    return f" (indices {_range_text(*indices)})" if indices else ""
 
 
 def cmd_ablate(a: argparse.Namespace) -> int:
@@ -311,15 +308,21 @@ def _index_range(text: str) -> tuple[int, Optional[int]]:
     start, sep, stop = text.partition(":")
     try:
         lo, hi = int(start or 0), (int(stop) if stop else None)
+        valid = bool(sep) and lo >= 0 and (hi is None or hi > lo)
     except ValueError:
-        lo = hi = None
-    if not sep or lo is None or lo < 0 or (hi is not None and hi <= lo):
+        valid = False
+    if not valid:
         raise argparse.ArgumentTypeError(f"expected START:STOP with 0 <= START < STOP (either may be left out), "
                                          f"got {text!r}")
     return lo, hi
 
 
-def _shard(text: str) -> tuple[int, int]:
+def _range_text(start: int, stop: Optional[int]) -> str:
+    return f"{start}:{'' if stop is None else stop}"
+
+
+def shard_argument(text: str) -> tuple[int, int]:
+    """argparse type of --shard r/n (also used by bench/groundtruth_retrain.py)."""
     try:
         return parse_shard(text)
     except ValueError as exc:
@@ -397,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", type=int, default=Protocol.val_images)
     p.add_argument("--repeats", type=int, default=Protocol.repeats,
                    help="SGD runs per architecture (seeds SEED, SEED+1, ...); its accuracy is their mean")
-    p.add_argument("--shard", type=_shard, default=(0, 1),
+    p.add_argument("--shard", type=shard_argument, default=(0, 1),
                    help="r/n: train only architectures i with i %% n == r; n processes, one per shard, can "
                    "grow the same --out file at once")
     p.set_defaults(func=cmd_groundtruth, cells_per_stage=Protocol.cells_per_stage)

@@ -28,13 +28,12 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from filelock import FileLock
 
 from .data import Split
 from .evaluate import score_architectures
 from .graph import ArchGraph
 from .groundtruth import Protocol
-from .io import write_json_atomic
+from .io import file_lock, write_json_atomic
 from .progress import progress_bar
 from .search import train_briefly
 from .train import read_log
@@ -137,7 +136,7 @@ class PredictionCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._lock = FileLock(f"{self.path}.lock")
+        self._lock = file_lock(self.path)
         with self._lock:
             self.data = self._read()
 

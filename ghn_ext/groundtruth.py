@@ -26,11 +26,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from filelock import FileLock
-
 from .data import Split, cifar10_splits
 from .graph import ArchGraph
-from .io import write_json_atomic
+from .io import file_lock, write_json_atomic
 from .progress import progress_bar
 from .search import describe, train_briefly
 from .spaces import make_sampler
@@ -143,7 +141,7 @@ def run_groundtruth(protocol: Protocol, path: str | Path, num_archs: int, data_d
     ``shard=(r, n)`` only those with index % n == r, so n processes can share the work and the file."""
     path = Path(path)
     rank, world = shard
-    lock = FileLock(f"{path}.lock")
+    lock = file_lock(path)
     with lock:
         results = _finished(path, protocol)
     archs = groundtruth_architectures(protocol, num_archs)
@@ -163,3 +161,7 @@ def run_groundtruth(protocol: Protocol, path: str | Path, num_archs: int, data_d
             bar.set_postfix(last=f"{acc['val_acc']:.3f}")
             bar.update(1)
     return sorted(results.values(), key=lambda r: r["index"])
+
+
+__all__ = ["Protocol", "train_runs", "train_under_protocol", "record_accuracy", "groundtruth_architectures",
+           "load_groundtruth", "groundtruth_set", "parse_shard", "run_groundtruth"]

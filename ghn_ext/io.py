@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash mid-write never leaves half a checkpoint or ranking behind."""
+"""Atomic file writes: a crash mid-write never leaves half a checkpoint or ranking behind; and the lock
+that processes sharing one results file hold while they re-read and rewrite it."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import torch
+from filelock import FileLock
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
@@ -22,6 +24,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_lock(path: str | Path) -> FileLock:
+    """The lock (PATH.lock, beside `path`) held while re-reading and rewriting a shared results file."""
+    return FileLock(f"{path}.lock")
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

@@ -155,6 +155,8 @@ def test_retraining_with_the_next_seed_merges_as_a_repeat(data_dir, tmp_path):
     wrong = subprocess.run(retrain + ["--train-seed", "2", "--merged", str(tmp_path / "m.json")],
                            capture_output=True, text=True)
     assert wrong.returncode == 2 and "--train-seed 1" in wrong.stderr
+    bad_shard = subprocess.run(retrain + ["--train-seed", "1", "--shard", "2/2"], capture_output=True, text=True)
+    assert bad_shard.returncode == 2 and "shard '2/2': need 0 <= r < n" in bad_shard.stderr
     done = subprocess.run(retrain + ["--train-seed", "1", "--merged", str(tmp_path / "m.json")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
