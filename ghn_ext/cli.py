@@ -38,7 +38,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
     ghn = {"T": a.T, "scheme": a.scheme, "share_params": not a.no_share, "pass_embedding": not a.no_pass,
            "naive_hypernet": a.naive, "block_channels": a.block_channels}
     return TrainConfig(space=a.space, steps=a.steps, batch_size=a.batch_size, archs_per_step=a.archs_per_step,
-                       lr=a.lr, num_nodes=a.num_nodes, num_blocks=a.num_blocks, channels=a.channels,
+                       lr=a.lr, ema=a.ema, num_nodes=a.num_nodes, num_blocks=a.num_blocks, channels=a.channels,
                        cells_per_stage=a.cells_per_stage, seed=a.seed, eval_every=a.eval_every,
                        eval_archs=a.eval_archs, eval_images=a.eval_images,
                        checkpoint_every=a.checkpoint_every,
@@ -342,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--archs-per-step", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="keep an exponential moving average of the parameters with this decay (e.g. 0.998) "
+                        "and save it instead of the last step's; 0: off")
     p.add_argument("--T", type=int, default=5, help="propagation passes")
     p.add_argument("--scheme", choices=("fb", "sync"), default="fb")
     p.add_argument("--no-share", action="store_true", help="separate GNN parameters per block")

@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .data import TensorLoader, cifar10_splits
 from .distributed import DistContext, all_sum, deal, gather_lists, wrap_ddp
@@ -55,6 +56,8 @@ class TrainConfig:
     archs_per_step: int = 1         # architectures whose losses are averaged each step
     lr: float = 1e-3
     grad_clip: float = 5.0          # max gradient norm; 0 disables
+    ema: float = 0.0                # decay of an exponential moving average of the parameters, saved
+                                    # and validated instead of the last step's (0 disables)
     num_nodes: int = 7              # nodes per cell while training (paper: N=7)
     num_blocks: int = 18            # cells of the classification networks
     channels: Optional[int] = None  # initial width (space default when None)
@@ -68,6 +71,10 @@ class TrainConfig:
     data_dir: Optional[str] = None
     ghn: dict = field(default_factory=dict)  # GHNConfig fields other than the space
     model: str = "ghn"              # or "oneshot": the weight-sharing baseline of the same networks
+
+    def __post_init__(self):
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema is a decay in [0, 1) (0: off), not {self.ema}")
 
     def ghn_config(self) -> GHNConfig:
         return GHNConfig(space=self.space, **self.ghn)
@@ -130,6 +137,10 @@ class Trainer:
         self.model = wrap_ddp(self.ghn, self.ctx)
         self.optimizer = torch.optim.Adam(self.ghn.parameters(), lr=cfg.lr)
         self.scheduler = lr_schedule(self.optimizer, cfg.steps)
+        # One random architecture per step pulls the model its own way; the average over the last
+        # ~1/(1 - ema) steps keeps what the steps agree on (Polyak averaging).
+        self.averaged = (AveragedModel(self.ghn, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+                         if cfg.ema > 0 else None)
         splits = cifar10_splits(cfg.data_dir)
         self.val = splits.val.head(cfg.eval_images)
         self.loader = TensorLoader(splits.train.images, splits.train.labels, cfg.batch_size,
@@ -143,7 +154,14 @@ class Trainer:
         return {"format": TRAIN_STATE_FORMAT, "config": asdict(self.cfg), "step": self.step,
                 "ghn": self.ghn.state_dict(), "ghn_config": asdict(self.ghn.config),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "loader": self.loader.state_dict(), "world_size": self.ctx.world_size}
+                "loader": self.loader.state_dict(), "world_size": self.ctx.world_size,
+                **({"averaged": self.averaged.state_dict()} if self.averaged else {})}
+
+    @property
+    def final_model(self) -> GraphHyperNetwork | OneShotModel:
+        """What the run hands on (validated, saved as ghn.pt / oneshot.pt): the averaged parameters
+        when cfg.ema asks for them, else the last step's."""
+        return self.averaged.module if self.averaged else self.ghn
 
     def save_checkpoint(self) -> None:
         if self.ctx.is_main:
@@ -168,6 +186,8 @@ class Trainer:
             self.ghn.load_state_dict(state["ghn"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            if self.averaged:
+                self.averaged.load_state_dict(state["averaged"])
             self.loader.load_state_dict(state["loader"], rescale=True)  # it may have had other ranks
             self.step = int(state["step"])
         if self.ctx.is_main:
@@ -198,6 +218,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.ghn.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.averaged:
+            self.averaged.update_parameters(self.ghn)
         world = self.ctx.world_size
         return {"loss": loss_sum / world, "acc": correct_sum / (len(y) * len(archs) * world)}
 
@@ -210,9 +232,10 @@ class Trainer:
         ghn_eval = self.cfg.space == "classification" and self.cfg.model == "ghn"
         sampler = self.cfg.sampler(num_nodes=17) if ghn_eval else self.cfg.sampler(evaluation=True)
         archs = deal([sampler(rng) for _ in range(self.cfg.eval_archs)], self.ctx)
-        self.ghn.eval()
-        scores = gather_lists(score_architectures(self.ghn, archs, self.val) if archs else [], self.ctx)
-        self.ghn.train()
+        model = self.final_model
+        model.eval()
+        scores = gather_lists(score_architectures(model, archs, self.val) if archs else [], self.ctx)
+        model.train()
         return sum(scores) / len(scores)
 
     def run(self, stop_after: Optional[int] = None, progress: bool = True) -> dict[str, Any]:
@@ -248,7 +271,7 @@ class Trainer:
                     self.save_checkpoint()
         final = self.out / f"{self.cfg.model}.pt"
         if main and self.step == self.cfg.steps and (trained or not final.exists()):
-            self.ghn.save(final, extra={"train_config": asdict(self.cfg)})
+            self.final_model.save(final, extra={"train_config": asdict(self.cfg)})
         return {"step": self.step, "done": self.step == self.cfg.steps}
 
 

@@ -328,6 +328,12 @@ def test_train_without_data(tmp_path, capsys):
     assert "CIFAR-10 not found" in one_error_line(capsys, "train")
 
 
+def test_train_ema_out_of_range(tmp_path, data_dir, capsys):
+    assert cli.main(train_argv(tmp_path / "run", data_dir, "classification", 2, "--ema", "1")) == 2
+    assert "ema is a decay in [0, 1) (0: off), not 1.0" in one_error_line(capsys, "train")
+    assert not (tmp_path / "run").exists()
+
+
 def test_show_bad_architecture_string(capsys):
     assert cli.main(["show", "--space", "nb201", "--arch", "|nor_conv_3x3~1|"]) == 2
     assert "not a NAS-Bench-201 string" in one_error_line(capsys, "show")

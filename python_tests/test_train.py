@@ -226,6 +226,7 @@ def test_step_architectures_depend_on_seed_and_step_only(data_dir):
     (dict(batch_size=16, seed=1), r"other settings \(batch_size, seed\)"),
     (dict(ghn={"block_channels": 4, "T": 2}), r"other settings \(ghn\)"),
     (dict(space="nb201", channels=4, cells_per_stage=1), "'classification' space, not 'nb201'"),
+    (dict(ema=0.9), r"other settings \(ema\)"),
 ])
 def test_resume_with_other_settings_is_refused(straight, data_dir, tmp_path, change, message):
     shutil.copytree(straight.out, tmp_path, dirs_exist_ok=True)
@@ -308,6 +309,60 @@ def test_non_finite_loss_stops_without_training_through_it(data_dir, tmp_path, m
     resumed = Trainer(tiny(data_dir, checkpoint_every=1, eval_every=0), tmp_path)
     assert resumed.resume() and resumed.step == 2
     assert same_tree(resumed.ghn.state_dict(), before["ghn"])
+
+
+# ------------------------------------------------------------------ parameter averaging (ema)
+
+EMA = 0.5  # large steps, so that the average visibly differs from the last step's parameters
+
+
+def ghn_params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def averaged(data_dir, tmp_path_factory):
+    """Run A again with ema: one step per call, the raw parameters recorded after each step."""
+    trainer = Trainer(tiny(data_dir, ema=EMA), tmp_path_factory.mktemp("averaged"))
+    raw = []
+    while trainer.step < trainer.cfg.steps:
+        trainer.run(stop_after=1, progress=False)
+        raw.append(ghn_params(trainer.ghn))
+    return trainer, raw
+
+
+def test_ema_trains_the_same_parameters_and_saves_their_average(straight, averaged):
+    trainer, raw = averaged
+    # the averaging only watches: the trained parameters and the losses are run A's
+    assert same_tree(trainer.ghn.state_dict(), straight.ghn.state_dict())
+    losses = lambda t: [r["loss"] for r in read_log(t.log_path)]  # noqa: E731
+    assert losses(trainer) == losses(straight)
+    expected = raw[0]  # the first update copies, then avg <- ema * avg + (1 - ema) * p
+    for params in raw[1:]:
+        expected = {k: EMA * expected[k] + (1 - EMA) * params[k] for k in expected}
+    saved = GraphHyperNetwork.load(trainer.out / "ghn.pt")
+    for k, v in ghn_params(saved).items():
+        torch.testing.assert_close(v, expected[k])
+    assert any(not torch.equal(v, raw[-1][k]) for k, v in ghn_params(saved).items())  # not the last step's
+
+
+def test_ema_run_killed_and_resumed_saves_the_same_average(averaged, data_dir, tmp_path):
+    trainer, _ = averaged
+    first = Trainer(tiny(data_dir, ema=EMA), tmp_path)
+    first.run(stop_after=4, progress=False)
+    second = Trainer(tiny(data_dir, ema=EMA), tmp_path)
+    assert second.resume() and second.step == 3
+    second.run(progress=False)
+    assert same_tree(torch.load(second.checkpoint_path, weights_only=True)["averaged"],
+                     torch.load(trainer.checkpoint_path, weights_only=True)["averaged"])
+    assert same_tree(GraphHyperNetwork.load(tmp_path / "ghn.pt").state_dict(),
+                     GraphHyperNetwork.load(trainer.out / "ghn.pt").state_dict())
+
+
+@pytest.mark.parametrize("ema", [1.0, -0.1, 1.5])
+def test_ema_outside_zero_to_one_is_refused(data_dir, ema):
+    with pytest.raises(ValueError, match=f"ema is a decay in \\[0, 1\\).*{ema}"):
+        tiny(data_dir, ema=ema)
 
 
 def test_nb201_space_trains(data_dir, tmp_path):
