@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from itertools import combinations
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("groundtruth")
     p.add_argument("predictions", help="predictions.json of a `ghn correlate` output folder")
-    p.add_argument("--prefix", default="GHN", help="predictors whose names start so form the consensus")
+    p.add_argument("--prefix", default="GHN", help="predictors whose names start so (a regular expression, "
+                   "e.g. 'GHN-N17-4k-seed[0-3]') form the consensus")
     p.add_argument("--suffix", default="", help="and end so, e.g. '+SGD-4 (batch stats)' for fine-tuned rows "
                    "(without it: the rows that are not fine-tuned, no '+SGD-' in the name)")
     a = p.parse_args()
@@ -52,7 +54,7 @@ def main() -> None:
     if len(complete) < len(preds):
         print(f"left out, not scored on every architecture: {', '.join(sorted(preds.keys() - complete.keys()))}")
     scores = {name: np.array([pred["scores"][r["hash"]]["score"] for r in records]) for name, pred in complete.items()}
-    ghns = [name for name in scores if name.startswith(a.prefix) and name.endswith(a.suffix)
+    ghns = [name for name in scores if re.match(a.prefix, name) and name.endswith(a.suffix)
             and ("+SGD-" in name) == ("+SGD-" in a.suffix)]
     if len(ghns) < 2:
         p.error(f"need at least two predictors named {a.prefix}*{a.suffix}, found {ghns}")
