@@ -137,8 +137,8 @@ class Trainer:
         self.model = wrap_ddp(self.ghn, self.ctx)
         self.optimizer = torch.optim.Adam(self.ghn.parameters(), lr=cfg.lr)
         self.scheduler = lr_schedule(self.optimizer, cfg.steps)
-        # One random architecture per step pulls the model its own way; the average over the last
-        # ~1/(1 - ema) steps keeps what the steps agree on (Polyak averaging).
+        # Polyak averaging over the last ~1/(1 - ema) steps, against the noise of training on one random
+        # architecture per step (bench/RESULTS.md: it does not change how a GHN ranks architectures)
         self.averaged = (AveragedModel(self.ghn, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
                          if cfg.ema > 0 else None)
         splits = cifar10_splits(cfg.data_dir)
