@@ -42,10 +42,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("groundtruth")
     p.add_argument("predictions", help="predictions.json of a `ghn correlate` output folder")
-    p.add_argument("--prefix", default="GHN", help="predictors whose names start so (a regular expression, "
-                   "e.g. 'GHN-N17-4k-seed[0-3]') form the consensus")
-    p.add_argument("--suffix", default="", help="and end so, e.g. '+SGD-4 (batch stats)' for fine-tuned rows "
-                   "(without it: the rows that are not fine-tuned, no '+SGD-' in the name)")
+    p.add_argument("--match", default=r"GHN[^+]*",
+                   help="a regular expression the whole name of each predictor in the consensus matches "
+                        "(default: the GHNs alone, not fine-tuned; e.g. 'GHN-N17-4k-seed[0-3]', "
+                        "'GHN-N17-4k-seed.\\+SGD-4 \\(batch stats\\)')")
     a = p.parse_args()
     _, records = load_groundtruth(a.groundtruth)
     truth = np.array([r["val_acc"] for r in records])
@@ -54,12 +54,11 @@ def main() -> None:
     if len(complete) < len(preds):
         print(f"left out, not scored on every architecture: {', '.join(sorted(preds.keys() - complete.keys()))}")
     scores = {name: np.array([pred["scores"][r["hash"]]["score"] for r in records]) for name, pred in complete.items()}
-    ghns = [name for name in scores if re.match(a.prefix, name) and name.endswith(a.suffix)
-            and ("+SGD-" in name) == ("+SGD-" in a.suffix)]
+    ghns = [name for name in scores if re.fullmatch(a.match, name)]
     if len(ghns) < 2:
-        p.error(f"need at least two predictors named {a.prefix}*{a.suffix}, found {ghns}")
+        p.error(f"need at least two predictors whose names match {a.match!r}, found {ghns}")
 
-    print(f"consensus of k of the {len(ghns)} {a.prefix} predictors ({', '.join(ghns)}), mean over the subsets:")
+    print(f"consensus of k of the {len(ghns)} predictors {', '.join(ghns)}, mean over the subsets:")
     print("| k | Pearson R | R, top half | Spearman | lowest R | highest R |\n|---|---|---|---|---|---|")
     for k in range(1, len(ghns) + 1):
         rows = [rank_correlations(sum(standardised(scores[n]) for n in subset), truth)
