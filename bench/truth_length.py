@@ -42,7 +42,7 @@ def bootstrap_change(pred: np.ndarray, first: np.ndarray, last: np.ndarray, draw
 
 
 def parse_group(text: str) -> tuple[str, str]:
-    name, sep, pattern = text.partition("=")
+    name, sep, pattern = text.rpartition("=")  # the name may hold "=" (N=17), the pattern not
     if not sep or not name or not pattern:
         raise argparse.ArgumentTypeError(f"expected NAME=REGEX, got {text!r}")
     return name, pattern
