@@ -44,13 +44,14 @@ def test_late_trait_gains_with_length_and_matches_what_longer_training_adds(tmp_
     preds.write_text(json.dumps({name: {"scores": {h: {"score": float(s)} for h, s in zip(hashes, v)}}
                                  for name, v in scores.items()}))
 
-    done = run(gt1, gt4, "--predictions", str(preds), "--group", "late=late-.", "--group", "early=early",
+    done = run(gt1, gt4, "--predictions", str(preds), "--group", "late N=2=late-.",  # a name may hold "="
+               "--group", "early=early",
                "--bootstrap", "200")
     assert done.returncode == 0, done.stderr
     assert "40 architectures in every ground truth" in done.stdout
     consensus = (late - late.mean()) / late.std() + (scores["late-b"] - scores["late-b"].mean()) / scores["late-b"].std()
-    name, r_short, r_long, change, beyond = row(done.stdout, "late")
-    assert name == "late (2)"
+    name, r_short, r_long, change, beyond = row(done.stdout, "late N=2")
+    assert name == "late N=2 (2)"
     assert float(r_short) == round(np.corrcoef(consensus, short)[0, 1], 3)
     assert float(r_long) == round(np.corrcoef(consensus, long_)[0, 1], 3)
     low, high = map(float, re.search(r"\(([-+.\d]+) to ([-+.\d]+)\)", change).groups())
