@@ -21,6 +21,7 @@ import json
 import math
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -115,9 +116,22 @@ def exits_loss(logits: torch.Tensor | list[torch.Tensor], y: torch.Tensor) -> tu
     return loss, int((outs[-1].argmax(1) == y).sum())
 
 
+def lr_milestones(steps: int) -> list[int]:
+    """Where Adam's lr is halved: at 50% and 75% of the run (paper: epochs 100 and 150 of 200)."""
+    return [steps // 2, (3 * steps) // 4]
+
+
 def lr_schedule(optimizer, steps: int):
-    """Adam's lr halved at 50% and 75% of the run (paper: epochs 100 and 150 of 200)."""
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, [steps // 2, (3 * steps) // 4], gamma=0.5)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestones(steps), gamma=0.5)
+
+
+def retarget_lr_schedule(scheduler, steps: int) -> None:
+    """Move a resumed schedule's milestones to a run of `steps` (--steps may change on resume) and set
+    the lr the longer or shorter run has at the step reached; the loaded state keeps the old ones."""
+    scheduler.milestones = Counter(lr_milestones(steps))
+    halvings = sum(scheduler.last_epoch >= m for m in lr_milestones(steps))
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = base * scheduler.gamma ** halvings
 
 
 class Trainer:
@@ -186,6 +200,7 @@ class Trainer:
             self.ghn.load_state_dict(state["ghn"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            retarget_lr_schedule(self.scheduler, self.cfg.steps)
             if self.averaged:
                 self.averaged.load_state_dict(state["averaged"])
             self.loader.load_state_dict(state["loader"], rescale=True)  # it may have had other ranks

@@ -246,6 +246,20 @@ def test_resume_with_more_steps_continues(straight, data_dir, tmp_path):
     assert [r["step"] for r in read_log(trainer.log_path)] == list(range(7))
 
 
+def test_resume_with_another_step_count_follows_its_schedule(data_dir, tmp_path):
+    """The lr halvings sit at 50% and 75% of the step count given on resume, not of the one saved: a
+    12-step run cut at step 3 and resumed as an 8-step run trains as an 8-step run from the start."""
+    eight = Trainer(tiny(data_dir, steps=8), tmp_path / "eight")
+    eight.run(progress=False)
+    Trainer(tiny(data_dir, steps=12), tmp_path / "cut").run(stop_after=3, progress=False)
+    resumed = Trainer(tiny(data_dir, steps=8), tmp_path / "cut")
+    assert resumed.resume() and resumed.step == 3
+    resumed.run(progress=False)
+    lrs = [[r["lr"] for r in read_log(t.log_path)] for t in (eight, resumed)]
+    assert lrs[0] == lrs[1] == [1e-3] * 4 + [5e-4] * 2 + [2.5e-4] * 2
+    assert same_tree(resumed.ghn.state_dict(), eight.ghn.state_dict())
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "other-file"])
 def test_corrupt_checkpoint_raises_checkpoint_error_naming_the_path(straight, data_dir, tmp_path, damage):
     shutil.copytree(straight.out, tmp_path, dirs_exist_ok=True)
