@@ -5,6 +5,9 @@ Two checks on the correlation benchmark, with no training or scoring (prediction
   so that each GHN's own preferences, which vary from seed to seed, average out. If the consensus
   ranks better than a single GHN, seed variance is what limits the GHN; if not, what the GHNs agree on
   is itself unlike the ground truth;
+  How far more seeds could go: with r the members' mean correlation with the truth and rho their mean
+  correlation with each other, the consensus of k members like them correlates r sqrt(k / (1 + (k-1) rho))
+  (exactly, for all the members), which tends to r / sqrt(rho) however many seeds are added;
 - features: the correlation of the ground truth, the consensus and every predictor with simple traits
   of an architecture (nodes of each op per cell, log parameters, log FLOPs, edges per cell).
 
@@ -20,13 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ghn_ext.correlate import rank_correlations
+from ghn_ext.correlate import rank_correlations, top_half
 from ghn_ext.groundtruth import load_groundtruth
 
 
 def standardised(x: np.ndarray) -> np.ndarray:
     """To mean 0, standard deviation 1 (each column of a 2-D array)."""
     return (x - x.mean(0)) / x.std(0)
+
+
+def seed_limit_terms(members: list[np.ndarray], truth: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
+    """Over the architectures `rows`: the members' mean correlation with the truth, and with each other."""
+    single = np.mean([np.corrcoef(m[rows], truth[rows])[0, 1] for m in members])
+    agreement = np.mean([np.corrcoef(a[rows], b[rows])[0, 1] for a, b in combinations(members, 2)])
+    return float(single), float(agreement)
 
 
 def architecture_traits(records: list[dict]) -> dict[str, np.ndarray]:
@@ -66,6 +76,14 @@ def main() -> None:
         r = np.array([row["pearson"] for row in rows])
         print(f"| {k} | {r.mean():.3f} | {np.mean([row['pearson_top'] for row in rows]):.3f} | "
               f"{np.mean([row['spearman'] for row in rows]):.3f} | {r.min():.3f} | {r.max():.3f} |")
+    members, rng = [scores[n] for n in ghns], np.random.default_rng(0)
+    for label, rows in (("all", np.arange(len(truth))), ("top half", np.flatnonzero(top_half(truth)))):
+        single, agreement = seed_limit_terms(members, truth, rows)
+        resampled = [seed_limit_terms(members, truth, rng.choice(rows, len(rows))) for _ in range(1000)]
+        lo, hi = np.nanpercentile([r / np.sqrt(a) if a > 0 else np.nan for r, a in resampled], [2.5, 97.5])
+        print(f"{label}: one correlates {single:.3f} with the truth and {agreement:.3f} with another; the "
+              f"consensus of unlimited seeds like these tends to R {single / np.sqrt(agreement):.3f} "
+              f"(95% bootstrap interval over the architectures {lo:.3f} to {hi:.3f})")
 
     consensus = sum(standardised(scores[n]) for n in ghns)
     columns = {"ground truth": truth, "consensus": consensus, **scores}
