@@ -32,11 +32,13 @@ def standardised(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(0)) / x.std(0)
 
 
-def seed_limit_terms(members: list[np.ndarray], truth: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
-    """Over the architectures `rows`: the members' mean correlation with the truth, and with each other."""
-    single = np.mean([np.corrcoef(m[rows], truth[rows])[0, 1] for m in members])
-    agreement = np.mean([np.corrcoef(a[rows], b[rows])[0, 1] for a, b in combinations(members, 2)])
-    return float(single), float(agreement)
+def seed_limit_terms(members: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
+    """Over the architectures `rows`: the members' (rows of `members`) mean correlation with the truth,
+    and with each other."""
+    z, t = standardised(members[:, rows].T), standardised(truth[rows])
+    corr = z.T @ z / len(rows)
+    k = len(members)
+    return float(np.mean(t @ z / len(rows))), float((corr.sum() - k) / (k * (k - 1)))
 
 
 def architecture_traits(records: list[dict]) -> dict[str, np.ndarray]:
@@ -76,7 +78,7 @@ def main() -> None:
         r = np.array([row["pearson"] for row in rows])
         print(f"| {k} | {r.mean():.3f} | {np.mean([row['pearson_top'] for row in rows]):.3f} | "
               f"{np.mean([row['spearman'] for row in rows]):.3f} | {r.min():.3f} | {r.max():.3f} |")
-    members, rng = [scores[n] for n in ghns], np.random.default_rng(0)
+    members, rng = np.array([scores[n] for n in ghns]), np.random.default_rng(0)
     for label, rows in (("all", np.arange(len(truth))), ("top half", np.flatnonzero(top_half(truth)))):
         single, agreement = seed_limit_terms(members, truth, rows)
         resampled = [seed_limit_terms(members, truth, rng.choice(rows, len(rows))) for _ in range(1000)]
