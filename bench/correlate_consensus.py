@@ -4,10 +4,10 @@ Two checks on the correlation benchmark, with no training or scoring (prediction
 - consensus: the GHNs' scores standardised and averaged over every subset of k GHNs (k = 1 .. all),
   so that each GHN's own preferences, which vary from seed to seed, average out. If the consensus
   ranks better than a single GHN, seed variance is what limits the GHN; if not, what the GHNs agree on
-  is itself unlike the ground truth;
-  How far more seeds could go: with r the members' mean correlation with the truth and rho their mean
-  correlation with each other, the consensus of k members like them correlates r sqrt(k / (1 + (k-1) rho))
-  (exactly, for all the members), which tends to r / sqrt(rho) however many seeds are added;
+  is itself unlike the ground truth. How far more seeds could go: with r the members' mean correlation
+  with the truth and rho their mean correlation with each other, the consensus of k members like them
+  correlates r sqrt(k / (1 + (k-1) rho)) (exactly, for all the members), which tends to r / sqrt(rho)
+  however many seeds are added;
 - features: the correlation of the ground truth, the consensus and every predictor with simple traits
   of an architecture (nodes of each op per cell, log parameters, log FLOPs, edges per cell).
 
