@@ -35,6 +35,8 @@ from .primitives import OP_INDEX, OP_NAMES, PRIMITIVES
 CHECKPOINT_FORMAT = "ghn_ext.ghn/1"
 _STRIDES, _SCALES = (1, 2, 4), (0, 32, 16, 8)
 NUM_FEATURES = len(OP_NAMES) + len(_STRIDES) + len(_SCALES) + 1
+# The op vocabulary of checkpoints that do not record theirs: everything before "norm_relu" was added
+_LEGACY_OP_NAMES = OP_NAMES[:OP_NAMES.index("norm_relu")]
 
 
 class CheckpointError(RuntimeError):
@@ -287,7 +289,7 @@ class GraphHyperNetwork(nn.Module):
         return cls(arch, self.config.input_size, weights=self(arch), track_running_stats=False)
 
     def save(self, path: str | Path, extra: Optional[dict[str, Any]] = None) -> None:
-        atomic_save({"format": CHECKPOINT_FORMAT, "config": asdict(self.config),
+        atomic_save({"format": CHECKPOINT_FORMAT, "config": asdict(self.config), "op_names": list(OP_NAMES),
                      "state_dict": self.state_dict(), **(extra or {})}, path)
 
     @classmethod
@@ -297,13 +299,39 @@ class GraphHyperNetwork(nn.Module):
             config = GHNConfig(**{f.name: ckpt["config"][f.name] for f in fields(GHNConfig)
                                   if f.name in ckpt["config"]})
             ghn = cls(config)
-            ghn.load_state_dict(ckpt["state_dict"])
+            ghn.load_state_dict(remap_vocabulary(ckpt["state_dict"], ckpt.get("op_names", _LEGACY_OP_NAMES)))
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"checkpoint {path} does not hold a valid GHN: {exc}") from exc
         if space is not None and config.space != space:
             raise CheckpointError(f"checkpoint {path} is a GHN for the {config.space!r} space, "
                                   f"not {space!r}")
         return ghn
+
+
+def remap_vocabulary(state: dict[str, Tensor], op_names: Sequence[str]) -> dict[str, Tensor]:
+    """A GHN state dict written with the op vocabulary `op_names`, rewritten for this one: the op columns
+    of the input embedding (and a naive hypernet's branches) are matched by name, and an op the
+    checkpoint never saw gets zeros (no embedding, no branch) and so never occurs in its training."""
+    op_names = list(op_names)
+    if op_names == list(OP_NAMES):
+        return state
+    unknown = [op for op in op_names if op not in OP_INDEX]
+    if unknown:
+        raise ValueError(f"it was written for ops this version does not know: {unknown}")
+    state = dict(state)
+    old = state["embed.weight"]
+    embed = old.new_zeros(old.shape[0], NUM_FEATURES)
+    for i, op in enumerate(op_names):
+        embed[:, OP_INDEX[op]] = old[:, i]
+    embed[:, len(OP_NAMES):] = old[:, len(op_names):]  # stride, scale and exit features
+    state["embed.weight"] = embed
+    for key in ("hyper_out_w", "hyper_out_b"):
+        if state[key].shape[0] > 1:  # one branch per op
+            branches = state[key].new_zeros(len(OP_NAMES), *state[key].shape[1:])
+            for i, op in enumerate(op_names):
+                branches[OP_INDEX[op]] = state[key][i]
+            state[key] = branches
+    return state
 
 
 def load_checkpoint(path: str | Path, map_location="cpu", fmt: str = CHECKPOINT_FORMAT) -> dict[str, Any]:

@@ -98,6 +98,12 @@ def _pool_conv(x: Tensor, w: Mapping[str, Tensor], stride: int, norm) -> Tensor:
     return F.conv2d(F.avg_pool2d(x, kernel_size=stride, stride=stride, ceil_mode=True), w["weight"])
 
 
+def _norm_relu(x: Tensor, w, stride: int, norm) -> Tensor:
+    # NAS-Bench-201's last activation (BatchNorm, ReLU) between the final cell and the pooling: without
+    # it, cells that chain skip connections hand the classifier activations that grow with depth
+    return F.relu(norm(x))
+
+
 def _classifier(x: Tensor, w: Mapping[str, Tensor], stride: int, norm) -> Tensor:
     return F.linear(x.mean(dim=(2, 3)), w["weight"], w["bias"])
 
@@ -134,6 +140,9 @@ PRIMITIVES: dict[str, Primitive] = {p.name: p for p in [
        _conv_1x7_7x1, True),
     _p("max_pool3x3", "apply_sum", _no_params, _max_pool, False, keeps_channels=True),
     _p("avg_pool3x3", "apply_sum", _no_params, _avg_pool, False, keeps_channels=True),
+    # appended, not grouped with the structure ops above: a node's one-hot index is its position, and
+    # GHN checkpoints written before it existed are read by name (ghn_ext.ghn.remap_vocabulary)
+    _p("norm_relu", "apply_sum", _no_params, _norm_relu, True, keeps_channels=True, allows_stride=False),
 ]}
 
 # Fixed order of the vocabulary: a node's op one-hot index is its position here.

@@ -2,6 +2,7 @@
 gradients, variants, initial activation scale, materialize, checkpoints)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -375,6 +376,47 @@ def test_load_checkpoint_of_another_space(tmp_path):
     with pytest.raises(CheckpointError, match="GHN for the 'classification' space, not 'nb201'"):
         GraphHyperNetwork.load(path, space="nb201")
     assert GraphHyperNetwork.load(path).config.space == "classification"
+
+
+def legacy_checkpoint(ghn, path):
+    """`ghn` saved as a GHN was before "norm_relu" joined the vocabulary: no op_names, one op fewer in
+    the embedding's one-hot columns and in a naive hypernet's branches."""
+    state = ghn.state_dict()
+    drop = OP_INDEX["norm_relu"]
+    keep = [i for i in range(state["embed.weight"].shape[1]) if i != drop]
+    state["embed.weight"] = state["embed.weight"][:, keep].clone()
+    for key in ("hyper_out_w", "hyper_out_b"):
+        if state[key].shape[0] > 1:
+            state[key] = state[key][[i for i in range(len(OP_NAMES)) if i != drop]].clone()
+    torch.save({"format": "ghn_ext.ghn/1", "config": dataclasses.asdict(ghn.config), "state_dict": state}, path)
+
+
+@pytest.mark.parametrize("naive", [False, True])
+def test_checkpoint_of_the_older_vocabulary_loads_and_generates_the_same_weights(tmp_path, naive):
+    ghn = make_ghn(naive_hypernet=naive)
+    with torch.no_grad():  # an op the old GHN never saw has no embedding and no branch
+        ghn.embed.weight[:, OP_INDEX["norm_relu"]] = 0
+        if naive:
+            ghn.hyper_out_w[OP_INDEX["norm_relu"]] = 0
+            ghn.hyper_out_b[OP_INDEX["norm_relu"]] = 0
+    legacy_checkpoint(ghn, tmp_path / "old.pt")
+    loaded = GraphHyperNetwork.load(tmp_path / "old.pt")
+    for key, value in ghn.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    arch = cls_arch(3)
+    assert_same_weights(loaded(arch), ghn(arch), exact=True)
+    loaded.save(tmp_path / "new.pt")  # and it is saved with its vocabulary from now on
+    assert load_checkpoint(tmp_path / "new.pt")["op_names"] == list(OP_NAMES)
+
+
+def test_checkpoint_naming_an_unknown_op_is_refused(tmp_path):
+    path = tmp_path / "future.pt"
+    make_ghn().save(path)
+    ckpt = load_checkpoint(path)
+    ckpt["op_names"] = ckpt["op_names"][:-1] + ["hyper_conv"]
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="ops this version does not know: \\['hyper_conv'\\]"):
+        GraphHyperNetwork.load(path)
 
 
 def test_ghn_refuses_an_architecture_of_another_space():

@@ -88,8 +88,9 @@ EXPECTED_PARAMS = {
     "conv1x7_7x1": {"weight_1x7": (C_OUT, C_IN, 1, 7), "weight_7x1": (C_OUT, C_OUT, 7, 1)},
     "max_pool3x3": {},
     "avg_pool3x3": {},
+    "norm_relu": {},
 }
-USES_NORM = {"stem_conv", "bottleneck", "conv1x1", "conv3x3", "conv5x5", "sep_conv3x3", "sep_conv5x5",
+USES_NORM = {"norm_relu", "stem_conv", "bottleneck", "conv1x1", "conv3x3", "conv5x5", "sep_conv3x3", "sep_conv5x5",
              "dil_sep_conv3x3", "dil_sep_conv5x5", "conv1x7_7x1"}
 
 
@@ -147,6 +148,7 @@ def test_primitive_values_match_manual_computation():
     torch.testing.assert_close(P["conv1x7_7x1"].apply(x, {"weight_1x7": a, "weight_7x1": b}, 1, identity_norm),
                                F.conv2d(F.conv2d(F.relu(x), a, padding=(0, 3)), b, padding=(3, 0)))
     torch.testing.assert_close(P["identity"].apply(x, {}, 1, identity_norm), x)
+    torch.testing.assert_close(P["norm_relu"].apply(x, {}, 1, lambda t: 2 * t - 1), F.relu(2 * x - 1))  # BN, then ReLU
     assert torch.equal(P["zero"].apply(x, {}, 1, identity_norm), torch.zeros_like(x))
     torch.testing.assert_close(P["max_pool3x3"].apply(x, {}, 1, identity_norm), F.max_pool2d(x, 3, 1, 1))
     # average pool ignores padding: a corner averages its 2x2 neighbourhood
@@ -488,7 +490,7 @@ def test_arch_network_rejects_wrong_supplied_weights():
 
 def test_strided_ops_are_exactly_the_expected_ones():
     assert {op for op, p in PRIMITIVES.items() if not p.allows_stride} == \
-        {"input", "concat", "sum", "classifier", "identity", "zero"}
+        {"input", "concat", "sum", "classifier", "identity", "zero", "norm_relu"}
 
 
 def test_arch_network_validates_its_graph():

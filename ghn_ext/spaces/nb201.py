@@ -8,7 +8,9 @@ print back to their original string.
 
 Skeleton: 3x3 stem conv with 16 channels, three stages of 5 cells at 16/32/64 channels, a residual
 reduction block between stages (ReLU-conv3x3/2-BN, ReLU-conv3x3-BN, shortcut 2x2 avg pool + 1x1 conv,
-summed), global pool, classifier.
+summed), BatchNorm + ReLU, global pool, classifier: the benchmark's TinyNetwork layer for layer, except
+that BatchNorm has no affine parameters (every free weight is generated; python_tests/test_nb201_skeleton.py
+checks the correspondence).
 """
 from __future__ import annotations
 
@@ -106,8 +108,9 @@ def network(arch: str | tuple[str, ...], channels: int = 16, cells_per_stage: in
         for _ in range(cells_per_stage):
             block += 1
             out = _add_cell(nodes, edges, out, block, c, ops)
+    nodes.append(Node("norm_relu", block + 1, c, name="lastact"))
     nodes.append(Node("classifier", block + 1, num_classes))
-    edges.append((out, len(nodes) - 1))
+    edges += [(out, len(nodes) - 2), (len(nodes) - 2, len(nodes) - 1)]
     meta = {"arch": arch_str, "channels": channels, "cells_per_stage": cells_per_stage}
     return ArchGraph(nodes, edges, "nb201", meta).validate()
 
