@@ -41,7 +41,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
                        lr=a.lr, ema=a.ema, num_nodes=a.num_nodes, num_blocks=a.num_blocks, channels=a.channels,
                        cells_per_stage=a.cells_per_stage, seed=a.seed, eval_every=a.eval_every,
                        eval_archs=a.eval_archs, eval_images=a.eval_images,
-                       checkpoint_every=a.checkpoint_every,
+                       checkpoint_every=a.checkpoint_every, snapshot_every=a.snapshot_every,
                        data_dir=a.data_dir, ghn=ghn, model=a.model)
 
 
@@ -193,6 +193,10 @@ def cmd_correlate(a: argparse.Namespace) -> int:
     from .groundtruth import groundtruth_set
     from .oneshot import OneShotModel
 
+    if a.space == "nb201":
+        return _correlate_nb201_table(a)
+    if a.space == "anytime":
+        raise ValueError("`ghn correlate` ranks by one accuracy; anytime networks are judged by their exits' curve")
     if a.finetune_steps and not (a.ghn or a.oneshot):
         raise ValueError("--finetune-steps trains the weights of a GHN or one-shot model: give --ghn or --oneshot")
     given = a.ghn or a.oneshot or a.sgd_steps
@@ -224,6 +228,49 @@ def cmd_correlate(a: argparse.Namespace) -> int:
     print(markdown_table(rows), end="")
     print(f"table and scatter plot in {a.out}")
     return 0
+
+
+def _correlate_nb201_table(a: argparse.Namespace) -> int:
+    """`ghn correlate --space nb201`: predictors against a CSV table of published accuracies."""
+    from .correlate_nb201 import baseline_predictor, correlate_table, ghn_predictor
+    from .data import cifar10_splits
+    from .truth_table import read_truth_table
+
+    unused = [flag for flag, value in (("--oneshot", a.oneshot), ("--sgd-steps", a.sgd_steps),
+                                       ("--finetune-steps", a.finetune_steps), ("--indices", a.indices)) if value]
+    if unused:
+        raise ValueError(f"{', '.join(unused)} apply to a ground truth of `ghn groundtruth`, not to a table of "
+                         "NAS-Bench-201 accuracies")
+    table = read_truth_table(a.groundtruth)
+    if a.cells:
+        table = table.head(a.cells)
+    for column in a.column:
+        table.column(column)  # a missing column is refused before any scoring
+    splits = cifar10_splits(a.data_dir)
+    predictors = []
+    for spec in a.ghn:
+        name, _, path = spec.rpartition("=")
+        ghn = GraphHyperNetwork.load(path, "nb201")
+        channels, cells_per_stage = scoring_skeleton(path, a.channels, a.cells_per_stage)
+        predictors.append(ghn_predictor(name or "GHN", ghn, path, splits.val.head(a.val_images), channels,
+                                        cells_per_stage))
+    # the proxies' images come from the training split, which no GHN score reads
+    predictors += [baseline_predictor(kind, splits.train.head(a.proxy_images)) for kind in a.baselines]
+    results = correlate_table(predictors, table, a.column, a.out, progress=not a.quiet, resamples=a.resamples)
+    for column in results:
+        print((Path(a.out) / f"table_{column}.md").read_text())
+    print(f"tables and scatter plots in {a.out}")
+    return 0
+
+
+def scoring_skeleton(checkpoint: str | Path, channels: Optional[int], cells_per_stage: Optional[int]
+                     ) -> tuple[int, int]:
+    """Where a NAS-Bench-201 GHN scores a cell: the skeleton it was trained in (its checkpoint's training
+    settings; 16 channels and 5 cells per stage when they are not recorded), unless given."""
+    from .ghn import load_checkpoint
+    trained = load_checkpoint(checkpoint).get("train_config") or {}
+    return (channels or trained.get("channels") or 16,
+            cells_per_stage or trained.get("cells_per_stage") or 5)
 
 
 def _select_indices(archs, records, start: int, stop: Optional[int]):
@@ -356,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-archs", type=int, default=8, help="unseen architectures per validation check")
     p.add_argument("--eval-images", type=int, default=500, help="validation images per check")
     p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--snapshot-every", type=int, default=0, metavar="K",
+                   help="also keep the model every K steps as OUT/<model>_step<K>.pt (0: never)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
     add_device_argument(p)
     p.set_defaults(func=cmd_train)
@@ -410,7 +459,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("correlate", help="rank correlation of predictors (GHN, one-shot, SGD-k) with the "
                        "ground truth: markdown table and scatter plot (resumes)")
-    p.add_argument("--groundtruth", required=True, help="results file of `ghn groundtruth`")
+    p.add_argument("--space", choices=("classification", "nb201"), default="classification",
+                   help="nb201: --groundtruth is a CSV table of published NAS-Bench-201 accuracies "
+                   "(e.g. dev_1000.csv); the baselines (parameter count, FLOPs, synflow, NASWOT, the "
+                   "table's 12-epoch column) are tabulated beside the GHNs")
+    p.add_argument("--groundtruth", required=True, help="results file of `ghn groundtruth`, or with "
+                   "--space nb201 a CSV table with an 'arch' column")
+    p.add_argument("--column", type=lambda t: [c for c in t.split(",") if c], default=["cifar10_test_200ep"],
+                   help="nb201: the table's accuracy column(s) to rank against, comma-separated")
+    p.add_argument("--cells", type=int, default=0, help="nb201: only the table's first N cells (0: all)")
+    p.add_argument("--baselines", type=lambda t: [c for c in t.split(",") if c],
+                   default=["params", "flops", "synflow", "naswot"],
+                   help="nb201: comma-separated baselines among params, flops, synflow, naswot ('' for none)")
+    p.add_argument("--val-images", type=int, default=1000, help="nb201: validation images a GHN scores on")
+    p.add_argument("--proxy-images", type=int, default=128, help="nb201: images of the NASWOT score")
+    p.add_argument("--channels", type=int, default=None,
+                   help="nb201: skeleton width a GHN scores cells in (default: the GHN's training width)")
+    p.add_argument("--cells-per-stage", type=int, default=None,
+                   help="nb201: cells per stage a GHN scores cells in (default: the GHN's training skeleton)")
+    p.add_argument("--resamples", type=int, default=1000, help="nb201: bootstrap resamples of the intervals")
     p.add_argument("--ghn", action="append", default=[], metavar="[NAME=]PATH",
                    help="a trained GHN (ghn.pt); repeat to compare several")
     p.add_argument("--oneshot", metavar="[NAME=]PATH",

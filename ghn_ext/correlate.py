@@ -41,16 +41,27 @@ from .train import read_log
 
 @dataclass
 class Predictor:
-    """A named way to score architectures: `score(arch) -> accuracy`, after `initial_seconds` of setup."""
+    """A named way to score architectures: `score(arch) -> accuracy`, after `initial_seconds` of setup.
+    With `batch` > 1, `score_many(archs) -> scores` takes that many at a time (a GHN generates the
+    weights of several architectures in one pass)."""
     name: str
     score: Callable[[ArchGraph], float]
     initial_seconds: float = 0.0
+    batch: int = 1
+    score_many: Optional[Callable[[list[ArchGraph]], list[float]]] = None
+
+    def score_chunk(self, archs: list[ArchGraph]) -> list[float]:
+        return self.score_many(archs) if self.score_many else [self.score(g) for g in archs]
 
 
 def training_seconds(checkpoint: str | Path) -> float:
-    """The training time logged beside a checkpoint (train_log.jsonl), 0 when there is no log."""
+    """The training time logged beside a checkpoint (train_log.jsonl) up to the step it was saved at (a
+    snapshot's; the whole log for a final model), 0 when there is no log."""
     log = Path(checkpoint).parent / "train_log.jsonl"
-    return sum(r.get("seconds", 0.0) for r in read_log(log)) if log.exists() else 0.0
+    if not log.exists():
+        return 0.0
+    step = torch.load(checkpoint, map_location="cpu", weights_only=True).get("step")
+    return sum(r.get("seconds", 0.0) for r in read_log(log) if step is None or r.get("step", 0) < step)
 
 
 def model_predictor(name: str, model, val: Split, checkpoint: str | Path) -> Predictor:
@@ -164,14 +175,17 @@ class PredictionCache:
         entry = self.data.get(predictor.name, {"scores": {}})
         todo = [g for g in archs if g.stable_hash() not in entry["scores"]]
         with progress_bar(len(archs), len(archs) - len(todo), predictor.name, not progress) as bar:
-            for g in todo:
-                if g.stable_hash() not in entry["scores"]:  # else another process scored it meanwhile
+            for k in range(0, len(todo), predictor.batch):
+                # else another process scored them meanwhile
+                chunk = [g for g in todo[k:k + predictor.batch] if g.stable_hash() not in entry["scores"]]
+                if chunk:
                     start = time.perf_counter()
-                    score = predictor.score(g)
+                    scores = predictor.score_chunk(chunk)
+                    seconds = (time.perf_counter() - start) / len(chunk)
                     entry = self._add(predictor.name, predictor.initial_seconds,
-                                      {g.stable_hash(): {"score": score, "seconds": time.perf_counter() - start}})
-                    bar.set_postfix(last=f"{score:.3f}")
-                bar.update(1)
+                                      {g.stable_hash(): {"score": s, "seconds": seconds} for g, s in zip(chunk, scores)})
+                    bar.set_postfix(last=f"{scores[-1]:.3f}")
+                bar.update(min(predictor.batch, len(todo) - k))
         return self._add(predictor.name, predictor.initial_seconds, {})
 
 
@@ -202,8 +216,9 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def scatter_plot(entries: dict[str, dict[str, Any]], records: Sequence[dict[str, Any]], path: str | Path,
-                 title: str = "") -> Path:
-    """Predicted against true accuracy, one panel per predictor (paper Fig. 6), five panels a row."""
+                 title: str = "", xlabel: str = "true accuracy (SGD)", measure: str = "pearson") -> Path:
+    """Predicted against true accuracy, one panel per predictor (paper Fig. 6), five panels a row, each
+    titled with its `measure` of :func:`rank_correlations`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -217,10 +232,11 @@ def scatter_plot(entries: dict[str, dict[str, Any]], records: Sequence[dict[str,
     for ax, (name, entry) in zip(axes.flat, entries.items()):
         pred = [entry["scores"][r["hash"]]["score"] for r in records]
         ax.scatter(true, pred, s=10)
-        r = rank_correlations(pred, true)["pearson"]
-        ax.set_title(f"{name}\nR = {r:.2f}", fontsize=8)
-        ax.set_xlabel("true accuracy (SGD)")
-        ax.set_ylabel("predicted accuracy")
+        r = rank_correlations(pred, true)[measure]
+        symbol = {"pearson": "R", "spearman": "rho", "kendall": "tau"}.get(measure, measure)
+        ax.set_title(f"{name}\n{symbol} = {r:.2f}", fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("predicted accuracy or score")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()) if title else None)  # room for the title

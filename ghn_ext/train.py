@@ -42,7 +42,8 @@ from .spaces import make_sampler
 
 TRAIN_STATE_FORMAT = "ghn_ext.train/1"
 # Settings a resumed run may change: they do not alter what is trained, only bookkeeping.
-RESUMABLE_CHANGES = {"steps", "checkpoint_every", "eval_every", "eval_archs", "eval_images", "data_dir"}
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "snapshot_every", "eval_every", "eval_archs", "eval_images",
+                     "data_dir"}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -66,6 +67,8 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     checkpoint_every: int = 50
+    snapshot_every: int = 0         # also keep the model every this many steps as <model>_step<k>.pt (0: never):
+                                    # ranking against training time, snapshot ensembles
     eval_every: int = 0             # steps between validation checks on unseen architectures (0: end only)
     eval_archs: int = 8
     eval_images: int = 500
@@ -284,6 +287,9 @@ class Trainer:
                 bar.update(1)
                 if last or self.step % self.cfg.checkpoint_every == 0:
                     self.save_checkpoint()
+                if main and self.cfg.snapshot_every and self.step % self.cfg.snapshot_every == 0:
+                    self.final_model.save(self.out / f"{self.cfg.model}_step{self.step:07d}.pt",
+                                          extra={"train_config": asdict(self.cfg), "step": self.step})
         final = self.out / f"{self.cfg.model}.pt"
         if main and self.step == self.cfg.steps and (trained or not final.exists()):
             self.final_model.save(final, extra={"train_config": asdict(self.cfg)})

@@ -21,6 +21,17 @@ def data_dir():
     return str(FALLBACK_DATA_DIR)
 
 
+@pytest.fixture(scope="session")
+def shared_nb201_table():
+    """The NAS-Bench-201 development table in ../shared; a CI checkout always has it beside the repo."""
+    path = FALLBACK_DATA_DIR.parent / "nb201" / "dev_1000.csv"
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing")
+        pytest.skip(f"the NAS-Bench-201 development table is not at {path}")
+    return path
+
+
 def pytest_report_header(config):
     """Say which ghn_ext is under test and whether its compiled extension loaded.
 

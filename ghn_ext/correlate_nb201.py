@@ -1,0 +1,133 @@
+"""Predictors against published NAS-Bench-201 accuracies (`ghn correlate --space nb201 --groundtruth
+dev_1000.csv`): how well each orders the table's cells like the benchmark's 200-epoch training.
+
+Rows: every GHN given, the cheap baselines a user could take instead (parameter count, FLOPs, the
+zero-cost proxies synflow and NASWOT, all computed here), and the table's own 12-epoch SGD column where
+it has one. Columns: Spearman, Kendall and Pearson over all cells and over the top half, and the top-10%
+recall, each with a 95% bootstrap interval over the cells (ghn_ext.ranking), and the cost per cell.
+
+Scores are cached per predictor in OUT/predictions.json (ghn_ext.correlate.PredictionCache), keyed by the
+cell's full-skeleton network, so an interrupted run resumes and a rerun with more predictors or another
+accuracy column computes only what is new. A predictor's name carries every setting that changes its
+scores, so a cache never hands one setting's scores to another.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .correlate import PredictionCache, Predictor, scatter_plot, training_seconds
+from .data import Split, normalize
+from .evaluate import score_architectures
+from .ghn import GraphHyperNetwork
+from .graph import ArchGraph
+from .io import write_json_atomic
+from .nets.network import count_flops, count_params
+from .proxies import naswot, synflow
+from .ranking import bootstrap_intervals, ranking_measures
+from .spaces import nb201
+from .truth_table import TruthTable
+
+BASELINES = ("params", "flops", "synflow", "naswot")
+TABLE_SGD_COLUMN = "cifar10_val_12ep"  # the benchmark's own reduced training, read from the table
+
+
+def ghn_predictor(name: str, ghn: GraphHyperNetwork, checkpoint: str | Path, val: Split, channels: int,
+                  cells_per_stage: int, batch: int = 16) -> Predictor:
+    """Validation accuracy of each cell with generated weights, the cell placed in the skeleton of
+    `channels` and `cells_per_stage` (where the GHN was trained); `batch` cells share one GHN pass."""
+    ghn.eval()
+
+    def score_many(graphs: list[ArchGraph]) -> list[float]:
+        cells = [nb201.network(nb201.cell_ops(g), channels, cells_per_stage) for g in graphs]
+        return score_architectures(ghn, cells, val)
+
+    return Predictor(f"{name} ({len(val.labels)} images, {cells_per_stage} cells/stage, {channels} ch)",
+                     lambda g: score_many([g])[0], training_seconds(checkpoint), batch, score_many)
+
+
+def baseline_predictor(kind: str, proxy_images: Optional[Split] = None, seed: int = 0) -> Predictor:
+    """One of BASELINES on the full-skeleton network; NASWOT reads `proxy_images` (128 in the paper)."""
+    if kind == "params":
+        return Predictor("parameter count", lambda g: float(count_params(g)))
+    if kind == "flops":
+        return Predictor("FLOPs", lambda g: float(count_flops(g)))
+    if kind == "synflow":
+        return Predictor(f"synflow (seed {seed})", lambda g: synflow(g, seed=seed))
+    if kind == "naswot":
+        if proxy_images is None:
+            raise ValueError("NASWOT needs a batch of images")
+        x = normalize(proxy_images.images)
+        return Predictor(f"NASWOT ({len(x)} images, seed {seed})", lambda g: naswot(g, x, seed))
+    raise ValueError(f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)}")
+
+
+def measure_row(name: str, predicted: Sequence[float], true: Sequence[float], seconds: float,
+                initial_hours: float = 0.0, resamples: int = 1000) -> dict[str, Any]:
+    row: dict[str, Any] = {"predictor": name, **ranking_measures(predicted, true),
+                           "seconds_per_cell": seconds, "initial_hours": initial_hours}
+    row["intervals"] = bootstrap_intervals(predicted, true, resamples) if resamples else {}
+    return row
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    shown = [("spearman", "Spearman"), ("kendall", "Kendall tau"), ("pearson", "Pearson R"),
+             ("spearman_top", "Spearman, top half"), ("kendall_top", "Kendall, top half"),
+             ("pearson_top", "Pearson, top half"), ("top10_recall", "top-10% recall")]
+
+    def cell(row, key):
+        v, ci = row[key], row.get("intervals", {}).get(key)
+        if math.isnan(v):
+            return "n/a"
+        return f"{v:.3f}" + (f" ({ci[0]:.2f}, {ci[1]:.2f})" if ci and not math.isnan(ci[0]) else "")
+
+    head = ("| predictor | " + " | ".join(h for _, h in shown) + " | initial cost (h) | cost per cell (s) |\n"
+            + "|---" * (len(shown) + 3) + "|\n")
+    return head + "".join(
+        f"| {r['predictor']} | " + " | ".join(cell(r, k) for k, _ in shown)
+        + f" | {r['initial_hours']:.2f} | "
+        + ("read from the table" if math.isnan(r["seconds_per_cell"]) else f"{r['seconds_per_cell']:.3f}")
+        + " |\n" for r in rows)
+
+
+def correlate_table(predictors: Sequence[Predictor], table: TruthTable, columns: Sequence[str],
+                    out_dir: str | Path, progress: bool = True, resamples: int = 1000) -> dict[str, list[dict]]:
+    """Run (or resume) every predictor on the table's cells and measure it against each accuracy column;
+    writes table_<column>.md, table_<column>.json and scatter_<column>.png to out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    graphs = [nb201.network(cell) for cell in table.archs]
+    hashes = [g.stable_hash() for g in graphs]
+    cache = PredictionCache(out / "predictions.json")
+    entries = {p.name: cache.run(p, graphs, progress) for p in predictors}
+    if not entries:
+        raise ValueError("nothing to tabulate: no predictor given")
+    result = {}
+    for column in columns:
+        true = table.column(column)
+        rows, panels = [], {}
+        for name, entry in entries.items():
+            scores = [entry["scores"][h] for h in hashes]
+            rows.append(measure_row(name, [s["score"] for s in scores], true,
+                                    float(np.mean([s["seconds"] for s in scores])),
+                                    entry.get("initial_seconds", 0.0) / 3600, resamples))
+            panels[name] = entry
+        if TABLE_SGD_COLUMN in table.columns and column != TABLE_SGD_COLUMN:
+            rows.append(measure_row("12-epoch SGD (the benchmark's, from the table)",
+                                    table.column(TABLE_SGD_COLUMN), true, math.nan, 0.0, resamples))
+            panels[rows[-1]["predictor"]] = {"scores": {h: {"score": float(v)} for h, v in
+                                                        zip(hashes, table.column(TABLE_SGD_COLUMN))}}
+        (out / f"table_{column}.md").write_text(
+            f"{len(true)} cells of {table.path.name}, against {column}\n\n" + markdown_table(rows))
+        write_json_atomic(rows, out / f"table_{column}.json")
+        records = [{"hash": h, "val_acc": float(t)} for h, t in zip(hashes, true)]
+        scatter_plot(panels, records, out / f"scatter_{column}.png", f"{len(true)} NAS-Bench-201 cells",
+                     xlabel=column, measure="spearman")
+        result[column] = rows
+    return result
+
+
+__all__ = ["BASELINES", "ghn_predictor", "baseline_predictor", "measure_row", "markdown_table", "correlate_table"]
