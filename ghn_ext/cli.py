@@ -35,6 +35,11 @@ def _space_args(p: argparse.ArgumentParser, num_nodes: int, num_blocks: int = 18
 
 
 def _train_config(a: argparse.Namespace) -> TrainConfig:
+    from .train import SPACE_TRAIN_DEFAULTS
+    defaults = {"cells_per_stage": 5, "steps": 1000, "snapshot_every": 0, **SPACE_TRAIN_DEFAULTS.get(a.space, {})}
+    for key, value in defaults.items():  # flags left unset take the space's defaults
+        if getattr(a, key) is None:
+            setattr(a, key, value)
     ghn = {"T": a.T, "scheme": a.scheme, "share_params": not a.no_share, "pass_embedding": not a.no_pass,
            "naive_hypernet": a.naive, "block_channels": a.block_channels}
     return TrainConfig(space=a.space, steps=a.steps, batch_size=a.batch_size, archs_per_step=a.archs_per_step,
@@ -95,17 +100,39 @@ def _not_anytime(a: argparse.Namespace, instead: str) -> None:
         raise ValueError(f"`ghn {a.command}` does not handle anytime networks; use `ghn anytime {instead}`")
 
 
+def load_scoring_ghn(a: argparse.Namespace) -> GraphHyperNetwork:
+    """The GHN of `--ckpt` (a file, or the name of a GHN shipped with the package), or without it the
+    space's shipped GHN. Sets a.channels and a.cells_per_stage where not given: for NAS-Bench-201 the
+    skeleton the GHN was trained in, which is where it scores cells."""
+    from .evaluate import DEFAULT_SIGNAL
+    from .pretrained import manifest, resolve_checkpoint
+    if a.ckpt is None:
+        if a.space not in manifest():
+            raise CheckpointError(f"no --ckpt given and no pretrained GHN ships for the {a.space!r} space; "
+                                  "train one with `ghn train` and pass --ckpt")
+        a.ckpt = a.space
+        print(f"using the pretrained {a.space} GHN shipped with ghn_ext (--ckpt {a.space})", flush=True)
+    path = resolve_checkpoint(a.ckpt)
+    ghn = GraphHyperNetwork.load(path, space=a.space)
+    a.signal = a.signal or DEFAULT_SIGNAL[a.space]
+    if a.space == "nb201":
+        a.channels, a.cells_per_stage = scoring_skeleton(path, a.channels, a.cells_per_stage)
+    else:
+        a.cells_per_stage = a.cells_per_stage or 5
+    return ghn
+
+
 def cmd_score(a: argparse.Namespace) -> int:
     from .data import cifar10_splits
     from .evaluate import score_architectures
-    ghn = GraphHyperNetwork.load(a.ckpt, space=a.space)
+    ghn = load_scoring_ghn(a)
     archs = read_architectures(a.archs, a.space, a.num_blocks, a.channels, a.cells_per_stage)
     val = cifar10_splits(a.data_dir).val.head(a.val_images)
     rows = []
     for g in archs:
-        score = score_architectures(ghn, [g], val)[0]
+        score = score_architectures(ghn, [g], val, signal=a.signal)[0]
         name = nb201.arch_string(g) if g.space == "nb201" else g.stable_hash()
-        rows.append({"arch": name, "hash": g.stable_hash(), "predicted_accuracy": score})
+        rows.append({"arch": name, "hash": g.stable_hash(), "signal": a.signal, "score": score})
         print(f"{score:.4f}  {name}")
     if a.output:
         Path(a.output).write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -118,23 +145,24 @@ def _search_config(a: argparse.Namespace):
     return SearchConfig(num_archs=a.num_archs, num_nodes=a.num_nodes, num_blocks=a.num_blocks,
                         channels=a.channels, cells_per_stage=a.cells_per_stage, val_images=a.val_images,
                         archs_per_batch=a.archs_per_batch, seed=a.seed, data_dir=a.data_dir,
-                        finetune_steps=a.finetune_steps)
+                        finetune_steps=a.finetune_steps, signal=a.signal)
 
 
 def print_ranking(ranking: Sequence[dict], top: int) -> None:
-    print(f"{'rank':>4}  {'val acc':>7}  {'params':>9}  {'MFLOPs':>8}  architecture")
+    label = "-val loss" if ranking and ranking[0].get("signal") == "loss" else "val acc"
+    print(f"{'rank':>4}  {label:>9}  {'params':>9}  {'MFLOPs':>8}  architecture")
     for r, rec in enumerate(ranking[:top], 1):
         arch = rec["arch"] if isinstance(rec["arch"], str) else " ".join(rec["arch"]["ops"])
-        print(f"{r:>4}  {rec['score']:>7.4f}  {rec['params']:>9,}  {rec['flops'] / 1e6:>8.1f}  {arch}")
+        print(f"{r:>4}  {rec['score']:>9.4f}  {rec['params']:>9,}  {rec['flops'] / 1e6:>8.1f}  {arch}")
 
 
 def cmd_search(a: argparse.Namespace) -> int:
     _not_anytime(a, "search")
     from .search import run_search, top_best
+    ghn = load_scoring_ghn(a)
     cfg = _search_config(a)
     with distributed_run(a.device) as ctx:
-        ghn = GraphHyperNetwork.load(a.ckpt, space=a.space).to(ctx.device)
-        ranking = run_search(ghn, cfg, a.out, progress=not a.quiet, ctx=ctx)
+        ranking = run_search(ghn.to(ctx.device), cfg, a.out, progress=not a.quiet, ctx=ctx)
     if not ctx.is_main:
         return 0
     print_ranking(ranking, a.show_top)
@@ -234,6 +262,8 @@ def _correlate_nb201_table(a: argparse.Namespace) -> int:
     """`ghn correlate --space nb201`: predictors against a CSV table of published accuracies."""
     from .correlate_nb201 import baseline_predictor, correlate_table, ghn_predictor
     from .data import cifar10_splits
+    from .evaluate import DEFAULT_SIGNAL
+    from .pretrained import resolve_checkpoint
     from .truth_table import read_truth_table
 
     unused = [flag for flag, value in (("--oneshot", a.oneshot), ("--sgd-steps", a.sgd_steps),
@@ -250,10 +280,11 @@ def _correlate_nb201_table(a: argparse.Namespace) -> int:
     predictors = []
     for spec in a.ghn:
         name, _, path = spec.rpartition("=")
+        path = resolve_checkpoint(path)
         ghn = GraphHyperNetwork.load(path, "nb201")
         channels, cells_per_stage = scoring_skeleton(path, a.channels, a.cells_per_stage)
         predictors.append(ghn_predictor(name or "GHN", ghn, path, splits.val.head(a.val_images), channels,
-                                        cells_per_stage))
+                                        cells_per_stage, a.signal or DEFAULT_SIGNAL["nb201"]))
     # the proxies' images come from the training split, which no GHN score reads
     predictors += [baseline_predictor(kind, splits.train.head(a.proxy_images)) for kind in a.baselines]
     results = correlate_table(predictors, table, a.column, a.out, progress=not a.quiet, resamples=a.resamples)
@@ -382,10 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a GHN on random architectures (resumes from OUT)")
     _space_args(p, classification.TRAIN_NODES)
+    p.set_defaults(cells_per_stage=None)  # per space: ghn_ext.train.SPACE_TRAIN_DEFAULTS
     p.add_argument("--out", required=True, help="run folder: checkpoint, log, ghn.pt (oneshot.pt)")
     p.add_argument("--model", choices=("ghn", "oneshot"), default="ghn",
                    help="oneshot: the weight-sharing baseline, trained the same way (use --num-nodes 17)")
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps (default 1000; nb201: 30000, with 1 cell per stage and 16 channels)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--archs-per-step", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -403,8 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-archs", type=int, default=8, help="unseen architectures per validation check")
     p.add_argument("--eval-images", type=int, default=500, help="validation images per check")
     p.add_argument("--checkpoint-every", type=int, default=50)
-    p.add_argument("--snapshot-every", type=int, default=0, metavar="K",
-                   help="also keep the model every K steps as OUT/<model>_step<K>.pt (0: never)")
+    p.add_argument("--snapshot-every", type=int, default=None, metavar="K",
+                   help="also keep the model every K steps as OUT/<model>_step<K>.pt (0: never; default "
+                   "0, nb201: 3000)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
     add_device_argument(p)
     p.set_defaults(func=cmd_train)
@@ -413,8 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
                            ("search", "rank random architectures with a trained GHN")):
         p = sub.add_parser(name, help=helptext)
         _space_args(p, classification.EVAL_NODES)
-        p.add_argument("--ckpt", required=True, help="GHN file (ghn.pt from `ghn train`)")
+        p.add_argument("--ckpt", default=None,
+                       help="GHN file (ghn.pt from `ghn train`) or the name of a shipped one (nb201); "
+                       "default: the space's shipped GHN")
         p.add_argument("--val-images", type=int, default=5000)
+        # nb201 cells are scored in the skeleton their GHN was trained in unless these are given
+        p.set_defaults(cells_per_stage=None)
+        p.add_argument("--signal", choices=("accuracy", "loss"), default=None,
+                       help="score by validation accuracy or by (negated) validation loss with generated "
+                       "weights (default: loss for nb201, accuracy otherwise)")
         if name == "score":
             p.add_argument("--archs", required=True, help="file: one architecture per line")
             p.add_argument("--output", help="JSON-lines file for the scores")
@@ -478,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cells-per-stage", type=int, default=None,
                    help="nb201: cells per stage a GHN scores cells in (default: the GHN's training skeleton)")
     p.add_argument("--resamples", type=int, default=1000, help="nb201: bootstrap resamples of the intervals")
+    p.add_argument("--signal", choices=("accuracy", "loss"), default=None,
+                   help="nb201: a GHN's score, validation accuracy or (negated) loss (default: loss)")
     p.add_argument("--ghn", action="append", default=[], metavar="[NAME=]PATH",
                    help="a trained GHN (ghn.pt); repeat to compare several")
     p.add_argument("--oneshot", metavar="[NAME=]PATH",

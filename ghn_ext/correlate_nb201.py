@@ -36,16 +36,17 @@ TABLE_SGD_COLUMN = "cifar10_val_12ep"  # the benchmark's own reduced training, r
 
 
 def ghn_predictor(name: str, ghn: GraphHyperNetwork, checkpoint: str | Path, val: Split, channels: int,
-                  cells_per_stage: int, batch: int = 16) -> Predictor:
-    """Validation accuracy of each cell with generated weights, the cell placed in the skeleton of
-    `channels` and `cells_per_stage` (where the GHN was trained); `batch` cells share one GHN pass."""
+                  cells_per_stage: int, signal: str = "loss", batch: int = 16) -> Predictor:
+    """Each cell's `signal` score with generated weights (ghn_ext.evaluate.SIGNALS), the cell placed in
+    the skeleton of `channels` and `cells_per_stage` (where the GHN was trained); `batch` cells share
+    one GHN pass."""
     ghn.eval()
 
     def score_many(graphs: list[ArchGraph]) -> list[float]:
         cells = [nb201.network(nb201.cell_ops(g), channels, cells_per_stage) for g in graphs]
-        return score_architectures(ghn, cells, val)
+        return score_architectures(ghn, cells, val, signal=signal)
 
-    return Predictor(f"{name} ({len(val.labels)} images, {cells_per_stage} cells/stage, {channels} ch)",
+    return Predictor(f"{name} ({signal}, {len(val.labels)} images, {cells_per_stage} cells/stage, {channels} ch)",
                      lambda g: score_many([g])[0], training_seconds(checkpoint), batch, score_many)
 
 

@@ -62,7 +62,8 @@ class GHNConfig:
     message_hidden: int = 32      # message MLP hidden size (paper: 32)
     hyper_hidden: int = 64        # hypernet MLP hidden size (paper: 64)
     block_channels: int = 32      # emitted block is (C, C, K, K)
-    kernel: int = 7               # K: largest kernel side of the space (1x7 convs)
+    kernel: Optional[int] = None  # K: largest kernel side of the space; default 7 (the 1x7 convs; 3 for
+                                  # NAS-Bench-201, whose largest is 3x3: a block a fifth of the size)
     T: int = 5                    # propagation passes
     scheme: str = "fb"            # "fb" forward-backward (Eq. 15) or "sync"
     share_params: bool = True     # stacked GHN shares GNN parameters across blocks (Table 5: SP)
@@ -76,6 +77,8 @@ class GHNConfig:
         if self.scheme not in SCHEMES:
             raise ValueError(f"unknown propagation scheme {self.scheme!r}; choose one of {SCHEMES}")
         object.__setattr__(self, "input_size", tuple(self.input_size))
+        if self.kernel is None:
+            object.__setattr__(self, "kernel", 3 if self.space == "nb201" else 7)
         if self.edge_bottlenecks is None:
             object.__setattr__(self, "edge_bottlenecks", self.space == "anytime")
 
@@ -291,6 +294,12 @@ class GraphHyperNetwork(nn.Module):
     def save(self, path: str | Path, extra: Optional[dict[str, Any]] = None) -> None:
         atomic_save({"format": CHECKPOINT_FORMAT, "config": asdict(self.config), "op_names": list(OP_NAMES),
                      "state_dict": self.state_dict(), **(extra or {})}, path)
+
+    @classmethod
+    def pretrained(cls, name: str, map_location="cpu") -> "GraphHyperNetwork":
+        """A GHN shipped with the package ("nb201", ...: ghn_ext.pretrained.manifest()), checksum-verified."""
+        from .pretrained import pretrained_path  # that module reads this one's checkpoint format
+        return cls.load(pretrained_path(name), map_location=map_location)
 
     @classmethod
     def load(cls, path: str | Path, space: Optional[str] = None, map_location="cpu") -> "GraphHyperNetwork":

@@ -47,6 +47,7 @@ class SearchConfig:
     image_batch: int = 100          # BatchNorm uses batch statistics; 100 stays cache-resident
     finetune_steps: int = 0        # GHN+SGD-k: SGD steps on the generated weights before scoring
     finetune_lr: float = 0.05      # their learning rate (cosine to zero over the k steps, batch 64)
+    signal: str = "accuracy"       # the score: validation "accuracy" or "loss" (negated) with generated weights
     seed: int = 0
     data_dir: Optional[str] = None
 
@@ -58,10 +59,12 @@ def search_architectures(cfg: SearchConfig, space: str) -> list[ArchGraph]:
 
 
 def describe(graph: ArchGraph) -> dict[str, Any]:
-    """What a ranking records about an architecture besides its score."""
+    """What a ranking records about an architecture besides its score; a NAS-Bench-201 cell's parameters
+    and FLOPs are those of the benchmark's network, whatever skeleton its GHN scores it in."""
     arch = nb201.arch_string(graph) if graph.space == "nb201" else graph.meta.get("cell")
-    return {"hash": graph.stable_hash(), "arch": arch, "params": count_params(graph),
-            "flops": count_flops(graph)}
+    counted = nb201.network(arch) if graph.space == "nb201" else graph
+    return {"hash": graph.stable_hash(), "arch": arch, "params": count_params(counted),
+            "flops": count_flops(counted)}
 
 
 def _read_scores(paths: Sequence[Path], usable: Callable[[int, dict[str, Any]], bool]) -> dict[int, dict[str, Any]]:
@@ -153,13 +156,16 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
             scores = [train_briefly(g, splits.train, val, cfg.finetune_steps, cfg.finetune_lr, seed=cfg.seed,
                                     init=w, batch_stats=True, device=device) for g, w in zip(chunk, weights)]
         else:
-            scores = score_architectures(ghn, chunk, val, cfg.image_batch)
-        return [{"score": score, "finetune_steps": cfg.finetune_steps, **describe(g)}
+            scores = score_architectures(ghn, chunk, val, cfg.image_batch, cfg.signal)
+        return [{"score": score, "finetune_steps": cfg.finetune_steps, "signal": signal, **describe(g)}
                 for g, score in zip(chunk, scores)]
 
-    # a record without finetune_steps predates GHN+SGD-k: a plain score
+    signal = "accuracy" if cfg.finetune_steps else cfg.signal  # GHN+SGD-k scores the trained accuracy
+    # a record without finetune_steps predates GHN+SGD-k, one without a signal the loss signal: both plain
+    # accuracies
     ranking = score_resumably(archs, score_chunk, out_dir, cfg.archs_per_batch, "score", f"search {space}",
-                              progress, ctx, reusable=lambda rec: rec.get("finetune_steps", 0) == cfg.finetune_steps)
+                              progress, ctx, reusable=lambda rec: rec.get("finetune_steps", 0) == cfg.finetune_steps
+                              and rec.get("signal", "accuracy") == signal)
     if ctx.is_main:
         write_json_atomic({"space": space, "config": asdict(cfg), "ranking": ranking},
                           Path(out_dir) / "ranking.json")

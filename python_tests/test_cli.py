@@ -153,9 +153,24 @@ def test_score_nb201_strings(nb201_ghn, data_dir, tmp_path, capsys):
     rows = [json.loads(l) for l in scores.read_text().splitlines()]
     assert [r["arch"] for r in rows] == NB201_ARCHS
     assert [r["hash"] for r in rows] == [nb201.network(a, 4, 1).stable_hash() for a in NB201_ARCHS]
-    assert all(0.0 <= r["predicted_accuracy"] <= 1.0 for r in rows)
-    assert out[:2] == [f"{r['predicted_accuracy']:.4f}  {r['arch']}" for r in rows]
+    assert all(r["signal"] == "loss" and r["score"] < 0 for r in rows)  # the nb201 default: -loss
+    assert out[:2] == [f"{r['score']:.4f}  {r['arch']}" for r in rows]
     assert out[2] == f"saved 2 scores to {scores}"
+    assert cli.main(["score", "--space", "nb201", "--ckpt", str(nb201_ghn), "--archs", str(archs),
+                     "--channels", "4", "--cells-per-stage", "1", "--val-images", "100", "--signal", "accuracy",
+                     "--data-dir", data_dir, "--output", str(scores)]) == 0
+    rows = [json.loads(l) for l in scores.read_text().splitlines()]
+    assert all(r["signal"] == "accuracy" and 0.0 <= r["score"] <= 1.0 for r in rows)
+
+
+def test_score_nb201_in_the_skeleton_its_ghn_was_trained_in(nb201_ghn, data_dir, tmp_path, capsys):
+    archs = tmp_path / "archs.txt"
+    archs.write_text(NB201_ARCHS[0] + "\n")
+    scores = tmp_path / "scores.jsonl"
+    assert cli.main(["score", "--space", "nb201", "--ckpt", str(nb201_ghn), "--archs", str(archs),
+                     "--val-images", "100", "--data-dir", data_dir, "--output", str(scores)]) == 0
+    row = json.loads(scores.read_text())
+    assert row["hash"] == nb201.network(NB201_ARCHS[0], 4, 1).stable_hash()  # train_argv's 4 channels, 1 cell
 
 
 def test_score_classification_cells_and_graph_json(cls_run, data_dir, tmp_path, capsys):
@@ -170,7 +185,7 @@ def test_score_classification_cells_and_graph_json(cls_run, data_dir, tmp_path, 
                 graph.stable_hash()]
     rows = [json.loads(l) for l in scores.read_text().splitlines()]
     assert [r["hash"] for r in rows] == [r["arch"] for r in rows] == expected
-    assert all(0.0 <= r["predicted_accuracy"] <= 1.0 for r in rows)
+    assert all(r["signal"] == "accuracy" and 0.0 <= r["score"] <= 1.0 for r in rows)
     assert len(capsys.readouterr().out.splitlines()) == 3
 
 

@@ -51,7 +51,7 @@ def test_correlate_table_with_a_ghn_and_every_baseline(snapshot_run, table, data
             "--resamples", "20", "--out", str(out), "--data-dir", data_dir, "--quiet"]
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
-    for row in ("| G (20 images, 1 cells/stage, 4 ch) |", "| parameter count |", "| FLOPs |", "| synflow (seed 0) |",
+    for row in ("| G (loss, 20 images, 1 cells/stage, 4 ch) |", "| parameter count |", "| FLOPs |", "| synflow (seed 0) |",
                 "| NASWOT (8 images, seed 0) |", "| 12-epoch SGD (the benchmark's, from the table) |"):
         assert row in text
     rows = json.loads((out / "table_cifar10_test_200ep.json").read_text())

@@ -21,7 +21,7 @@ from ghn_ext.nets.network import count_flops, count_params  # noqa: E402
 from ghn_ext.search import SearchConfig, arch_from_record, run_search, search_architectures, top_best  # noqa: E402
 from ghn_ext.spaces import nb201  # noqa: E402
 
-FIELDS = {"index", "hash", "arch", "score", "finetune_steps", "params", "flops"}
+FIELDS = {"index", "hash", "arch", "score", "finetune_steps", "params", "flops", "signal"}
 
 
 def tiny_ghn(space: str) -> GraphHyperNetwork:
@@ -151,6 +151,17 @@ def test_nb201_search_and_arch_from_record(data_dir, tmp_path):
         nb201.parse(rec["arch"])  # a valid NAS-Bench-201 string
         rebuilt = arch_from_record(rec, "nb201", cfg)
         assert rebuilt.stable_hash() == rec["hash"] == archs[rec["index"]].stable_hash()
+        # counted on the benchmark's network, not the reduced skeleton the search scores in
+        assert rec["params"] == count_params(nb201.network(rec["arch"])) > count_params(rebuilt)
+
+
+def test_search_with_another_signal_rescores_instead_of_reusing(data_dir, tmp_path):
+    cfg = search_config(data_dir, space="nb201", num_archs=3, archs_per_batch=2)
+    ghn = tiny_ghn("nb201")
+    by_accuracy = run_search(ghn, cfg, tmp_path, progress=False)
+    by_loss = run_search(ghn, replace(cfg, signal="loss"), tmp_path, progress=False)
+    assert all(r["signal"] == "accuracy" and 0 <= r["score"] <= 1 for r in by_accuracy)
+    assert all(r["signal"] == "loss" and r["score"] < 0 for r in by_loss)
 
 
 def test_top_best_trains_the_top_k_and_picks_the_best(classification_search, tmp_path, monkeypatch):
