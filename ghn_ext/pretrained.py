@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .ghn import CHECKPOINT_FORMAT, CheckpointError
+from .ghn import CHECKPOINT_FORMAT, CheckpointError, GraphHyperNetwork, load_checkpoint
+from .io import write_json_atomic
 
 CHECKPOINT_DIR = Path(__file__).with_name("checkpoints")
 MANIFEST = CHECKPOINT_DIR / "manifest.json"
@@ -67,4 +68,21 @@ def resolve_checkpoint(spec: str | Path) -> Path:
     return pretrained_path(str(spec))
 
 
-__all__ = ["CHECKPOINT_DIR", "MANIFEST", "manifest", "pretrained_path", "resolve_checkpoint", "sha256"]
+def export(name: str, source: str | Path, command: str, data: str, notes: dict[str, Any]) -> dict[str, Any]:
+    """Ship the GHN of `source` (a ghn.pt) as `name`: its parameters, configuration and training settings
+    only, written to CHECKPOINT_DIR/<name>.pt with a manifest entry recording `command`, `data`, its
+    training time and `notes` (what it measured). A maintainer's step, run once per release of a GHN."""
+    ghn = GraphHyperNetwork.load(source)
+    trained = load_checkpoint(source).get("train_config")
+    path = CHECKPOINT_DIR / f"{name}.pt"
+    CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
+    ghn.save(path, extra={"train_config": trained} if trained else None)
+    from .correlate import training_seconds
+    entry = {"file": path.name, "sha256": sha256(path), "format": CHECKPOINT_FORMAT, "space": ghn.config.space,
+             "bytes": path.stat().st_size, "command": command, "data": data,
+             "training_hours": round(training_seconds(source) / 3600, 3), **notes}
+    write_json_atomic({**manifest(), name: entry}, MANIFEST)
+    return entry
+
+
+__all__ = ["export", "CHECKPOINT_DIR", "MANIFEST", "manifest", "pretrained_path", "resolve_checkpoint", "sha256"]
