@@ -49,6 +49,7 @@ class Predictor:
     initial_seconds: float = 0.0
     batch: int = 1
     score_many: Optional[Callable[[list[ArchGraph]], list[float]]] = None
+    kind: str = ""  # "ghn" for a GHN's generated weights
 
     def score_chunk(self, archs: list[ArchGraph]) -> list[float]:
         return self.score_many(archs) if self.score_many else [self.score(g) for g in archs]

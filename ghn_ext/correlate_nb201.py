@@ -47,7 +47,7 @@ def ghn_predictor(name: str, ghn: GraphHyperNetwork, checkpoint: str | Path, val
         return score_architectures(ghn, cells, val, signal=signal)
 
     return Predictor(f"{name} ({signal}, {len(val.labels)} images, {cells_per_stage} cells/stage, {channels} ch)",
-                     lambda g: score_many([g])[0], training_seconds(checkpoint), batch, score_many)
+                     lambda g: score_many([g])[0], training_seconds(checkpoint), batch, score_many, kind="ghn")
 
 
 def baseline_predictor(kind: str, proxy_images: Optional[Split] = None, seed: int = 0) -> Predictor:
@@ -64,6 +64,32 @@ def baseline_predictor(kind: str, proxy_images: Optional[Split] = None, seed: in
         x = normalize(proxy_images.images)
         return Predictor(f"NASWOT ({len(x)} images, seed {seed})", lambda g: naswot(g, x, seed))
     raise ValueError(f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)}")
+
+
+def rank_mean(*scores: Sequence[float]) -> np.ndarray:
+    """The mean of each predictor's ranks scaled to [0, 1]: a combination that no predictor's scale
+    dominates (ties share their mean rank)."""
+    from scipy.stats import rankdata
+    return np.mean([(rankdata(s) - 1) / max(1, len(s) - 1) for s in scores], axis=0)
+
+
+def combined_entries(entries: dict[str, dict[str, Any]], ghns: Sequence[str], hashes: Sequence[str]
+                     ) -> dict[str, dict[str, Any]]:
+    """'<GHN> + synflow': each GHN entry named in `ghns` combined with the synflow proxy by
+    :func:`rank_mean`, where both were run. Its cost is the sum of theirs."""
+    synflow_name = next((n for n in entries if n.startswith("synflow")), None)
+    if synflow_name is None:
+        return {}
+    proxy = entries[synflow_name]["scores"]
+    out = {}
+    for name in ghns:
+        entry = entries[name]
+        mean = rank_mean([entry["scores"][h]["score"] for h in hashes], [proxy[h]["score"] for h in hashes])
+        out[f"{name} + synflow (rank mean)"] = {
+            "initial_seconds": entry.get("initial_seconds", 0.0),
+            "scores": {h: {"score": float(m), "seconds": entry["scores"][h]["seconds"] + proxy[h]["seconds"]}
+                       for h, m in zip(hashes, mean)}}
+    return out
 
 
 def measure_row(name: str, predicted: Sequence[float], true: Sequence[float], seconds: float,
@@ -116,6 +142,13 @@ def correlate_table(predictors: Sequence[Predictor], table: TruthTable, columns:
                                     float(np.mean([s["seconds"] for s in scores])),
                                     entry.get("initial_seconds", 0.0) / 3600, resamples))
             panels[name] = entry
+        ghns = [p.name for p in predictors if p.kind == "ghn"]
+        for name, combined in combined_entries(entries, ghns, hashes).items():
+            scores = [combined["scores"][h] for h in hashes]
+            rows.append(measure_row(name, [s["score"] for s in scores], true,
+                                    float(np.mean([s["seconds"] for s in scores])),
+                                    combined["initial_seconds"] / 3600, resamples))
+            panels[name] = combined
         if TABLE_SGD_COLUMN in table.columns and column != TABLE_SGD_COLUMN:
             rows.append(measure_row("12-epoch SGD (the benchmark's, from the table)",
                                     table.column(TABLE_SGD_COLUMN), true, math.nan, 0.0, resamples))

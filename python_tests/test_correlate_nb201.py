@@ -52,7 +52,8 @@ def test_correlate_table_with_a_ghn_and_every_baseline(snapshot_run, table, data
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
     for row in ("| G (loss, 20 images, 1 cells/stage, 4 ch) |", "| parameter count |", "| FLOPs |", "| synflow (seed 0) |",
-                "| NASWOT (8 images, seed 0) |", "| 12-epoch SGD (the benchmark's, from the table) |"):
+                "| NASWOT (8 images, seed 0) |", "| 12-epoch SGD (the benchmark's, from the table) |",
+                "| G (loss, 20 images, 1 cells/stage, 4 ch) + synflow (rank mean) |"):
         assert row in text
     rows = json.loads((out / "table_cifar10_test_200ep.json").read_text())
     assert {r["predictor"] for r in rows} >= {"parameter count", "FLOPs"}
@@ -66,6 +67,13 @@ def test_correlate_table_with_a_ghn_and_every_baseline(snapshot_run, table, data
     assert all(set(e["scores"]) == hashes for e in cached.values())
     assert cli.main(argv) == 0
     assert json.loads((out / "predictions.json").read_text()) == cached
+
+
+def test_rank_mean_gives_each_predictor_an_equal_say():
+    from ghn_ext.correlate_nb201 import rank_mean
+    a, b = [1.0, 2.0, 3.0], [300.0, 100.0, 200.0]       # ranks 0, .5, 1 and 1, 0, .5
+    assert rank_mean(a, b).tolist() == pytest.approx([0.5, 0.25, 0.75])
+    assert rank_mean(a, [x * 1e9 for x in b]).tolist() == rank_mean(a, b).tolist()
 
 
 @pytest.mark.parametrize("extra,match", [
