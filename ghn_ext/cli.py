@@ -145,7 +145,7 @@ def _search_config(a: argparse.Namespace):
     return SearchConfig(num_archs=a.num_archs, num_nodes=a.num_nodes, num_blocks=a.num_blocks,
                         channels=a.channels, cells_per_stage=a.cells_per_stage, val_images=a.val_images,
                         archs_per_batch=a.archs_per_batch, seed=a.seed, data_dir=a.data_dir,
-                        finetune_steps=a.finetune_steps, signal=a.signal)
+                        finetune_steps=a.finetune_steps, signal=a.signal, combine=a.combine or "")
 
 
 def print_ranking(ranking: Sequence[dict], top: int) -> None:
@@ -467,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--show-top", type=int, default=10)
             p.add_argument("--top-best", type=int, default=0, help="train this many of the best with SGD")
             p.add_argument("--top-best-steps", type=int, default=200)
+            p.add_argument("--combine", choices=("synflow",), default=None,
+                           help="rank by the mean of the GHN's and the synflow proxy's ranks (on the "
+                           "NAS-Bench-201 dev set it ranks better than either alone: bench/RESULTS.md)")
             p.add_argument("--finetune-steps", type=int, default=0,
                            help="GHN+SGD-k: train each architecture's generated weights k SGD steps before "
                            "scoring it (0: generated weights as they are, the paper's score)")

@@ -27,7 +27,7 @@ from .graph import ArchGraph
 from .io import write_json_atomic
 from .nets.network import count_flops, count_params
 from .proxies import naswot, synflow
-from .ranking import bootstrap_intervals, ranking_measures
+from .ranking import bootstrap_intervals, rank_mean, ranking_measures
 from .spaces import nb201
 from .truth_table import TruthTable
 
@@ -64,13 +64,6 @@ def baseline_predictor(kind: str, proxy_images: Optional[Split] = None, seed: in
         x = normalize(proxy_images.images)
         return Predictor(f"NASWOT ({len(x)} images, seed {seed})", lambda g: naswot(g, x, seed))
     raise ValueError(f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)}")
-
-
-def rank_mean(*scores: Sequence[float]) -> np.ndarray:
-    """The mean of each predictor's ranks scaled to [0, 1]: a combination that no predictor's scale
-    dominates (ties share their mean rank)."""
-    from scipy.stats import rankdata
-    return np.mean([(rankdata(s) - 1) / max(1, len(s) - 1) for s in scores], axis=0)
 
 
 def combined_entries(entries: dict[str, dict[str, Any]], ghns: Sequence[str], hashes: Sequence[str]

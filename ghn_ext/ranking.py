@@ -13,6 +13,7 @@ import math
 from typing import Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 
 MEASURES = ("spearman", "kendall", "pearson", "spearman_top", "kendall_top", "pearson_top", "top10_recall")
 
@@ -36,6 +37,12 @@ def top_recall(predicted: np.ndarray, true: np.ndarray, fraction: float = 0.1) -
     best_true = set(np.argsort(-true, kind="stable")[:k].tolist())
     best_pred = set(np.argsort(-predicted, kind="stable")[:k].tolist())
     return len(best_true & best_pred) / k
+
+
+def rank_mean(*scores: Sequence[float]) -> np.ndarray:
+    """The mean of each predictor's ranks scaled to [0, 1]: a combination that no predictor's scale
+    dominates (ties share their mean rank)."""
+    return np.mean([(rankdata(s) - 1) / max(1, len(s) - 1) for s in scores], axis=0)
 
 
 def ranking_measures(predicted: Sequence[float], true: Sequence[float]) -> dict[str, float]:
@@ -73,4 +80,4 @@ def bootstrap_intervals(predicted: Sequence[float], true: Sequence[float], resam
     return out
 
 
-__all__ = ["MEASURES", "ranking_measures", "bootstrap_intervals", "top_recall"]
+__all__ = ["MEASURES", "rank_mean", "ranking_measures", "bootstrap_intervals", "top_recall"]

@@ -32,6 +32,8 @@ from .graph import ArchGraph
 from .io import write_json_atomic
 from .nets.network import ArchNetwork, NodeWeights, count_flops, count_params
 from .progress import progress_bar
+from .proxies import synflow
+from .ranking import rank_mean
 from .spaces import make_sampler, nb201
 
 
@@ -48,6 +50,7 @@ class SearchConfig:
     finetune_steps: int = 0        # GHN+SGD-k: SGD steps on the generated weights before scoring
     finetune_lr: float = 0.05      # their learning rate (cosine to zero over the k steps, batch 64)
     signal: str = "accuracy"       # the score: validation "accuracy" or "loss" (negated) with generated weights
+    combine: str = ""              # "synflow": rank by the mean of the GHN's and the synflow proxy's ranks
     seed: int = 0
     data_dir: Optional[str] = None
 
@@ -157,19 +160,33 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
                                     init=w, batch_stats=True, device=device) for g, w in zip(chunk, weights)]
         else:
             scores = score_architectures(ghn, chunk, val, cfg.image_batch, cfg.signal)
-        return [{"score": score, "finetune_steps": cfg.finetune_steps, "signal": signal, **describe(g)}
-                for g, score in zip(chunk, scores)]
+        records = [{"score": score, "finetune_steps": cfg.finetune_steps, "signal": signal, **describe(g)}
+                   for g, score in zip(chunk, scores)]
+        if cfg.combine:
+            for rec, g in zip(records, chunk):  # on the benchmark's network for a NAS-Bench-201 cell
+                rec["synflow"] = synflow(nb201.network(rec["arch"]) if space == "nb201" else g)
+        return records
 
     signal = "accuracy" if cfg.finetune_steps else cfg.signal  # GHN+SGD-k scores the trained accuracy
     # a record without finetune_steps predates GHN+SGD-k, one without a signal the loss signal: both plain
     # accuracies
     ranking = score_resumably(archs, score_chunk, out_dir, cfg.archs_per_batch, "score", f"search {space}",
                               progress, ctx, reusable=lambda rec: rec.get("finetune_steps", 0) == cfg.finetune_steps
-                              and rec.get("signal", "accuracy") == signal)
+                              and rec.get("signal", "accuracy") == signal and (not cfg.combine or "synflow" in rec))
+    if cfg.combine:
+        ranking = combined_ranking(ranking)
     if ctx.is_main:
         write_json_atomic({"space": space, "config": asdict(cfg), "ranking": ranking},
                           Path(out_dir) / "ranking.json")
     return ranking
+
+
+def combined_ranking(ranking: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records re-ranked by the mean of their GHN score's and synflow's ranks (each record gains it as
+    "combined"), best first."""
+    combined = rank_mean([r["score"] for r in ranking], [r["synflow"] for r in ranking])
+    out = [{**r, "combined": float(c)} for r, c in zip(ranking, combined)]
+    return sorted(out, key=lambda r: (-r["combined"], r["index"]))
 
 
 def arch_from_record(rec: dict[str, Any], space: str, cfg: SearchConfig) -> ArchGraph:

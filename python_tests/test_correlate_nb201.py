@@ -70,7 +70,7 @@ def test_correlate_table_with_a_ghn_and_every_baseline(snapshot_run, table, data
 
 
 def test_rank_mean_gives_each_predictor_an_equal_say():
-    from ghn_ext.correlate_nb201 import rank_mean
+    from ghn_ext.ranking import rank_mean
     a, b = [1.0, 2.0, 3.0], [300.0, 100.0, 200.0]       # ranks 0, .5, 1 and 1, 0, .5
     assert rank_mean(a, b).tolist() == pytest.approx([0.5, 0.25, 0.75])
     assert rank_mean(a, [x * 1e9 for x in b]).tolist() == rank_mean(a, b).tolist()

@@ -215,3 +215,21 @@ def test_finetuned_search_trains_generated_weights_and_keeps_plain_scores_apart(
     assert run_search(ghn, cfg, tmp_path, progress=False) == [{k: v for k, v in r.items() if k != "finetune_steps"}
                                                               for r in plain]
     assert trained == [] and count_scoring == []
+
+
+def test_search_combined_with_synflow_ranks_by_the_mean_rank(data_dir, tmp_path):
+    from ghn_ext.proxies import synflow
+    from ghn_ext.ranking import rank_mean
+    cfg = search_config(data_dir, space="nb201", num_archs=4, archs_per_batch=2, combine="synflow")
+    ranking = run_search(tiny_ghn("nb201"), cfg, tmp_path, progress=False)
+    assert [r["combined"] for r in ranking] == sorted((r["combined"] for r in ranking), reverse=True)
+    for rec in ranking:  # synflow of the benchmark's network of the cell
+        assert rec["synflow"] == synflow(nb201.network(rec["arch"]))
+    by_index = sorted(ranking, key=lambda r: r["index"])
+    expected = rank_mean([r["score"] for r in by_index], [r["synflow"] for r in by_index])
+    assert [r["combined"] for r in by_index] == pytest.approx(expected.tolist())
+    # a plain search's records lack synflow: a combined rerun into the folder scores them again
+    plain = tmp_path / "plain"
+    run_search(tiny_ghn("nb201"), replace(cfg, combine=""), plain, progress=False)
+    again = run_search(tiny_ghn("nb201"), cfg, plain, progress=False)
+    assert all("synflow" in r for r in again)
