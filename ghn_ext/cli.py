@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=("ghn", "oneshot"), default="ghn",
                    help="oneshot: the weight-sharing baseline, trained the same way (use --num-nodes 17)")
     p.add_argument("--steps", type=int, default=None,
-                   help="training steps (default 1000; nb201: 30000, with 1 cell per stage and 16 channels)")
+                   help="training steps (default 1000; nb201: 20000, with 1 cell per stage and 16 channels)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--archs-per-step", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)

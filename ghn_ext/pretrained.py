@@ -82,6 +82,8 @@ def export(name: str, source: str | Path, command: str, data: str, notes: dict[s
              "bytes": path.stat().st_size, "command": command, "data": data,
              "training_hours": round(training_seconds(source) / 3600, 3), **notes}
     write_json_atomic({**manifest(), name: entry}, MANIFEST)
+    for shipped in (path, MANIFEST):  # atomic writes create private files; a package's are world-readable
+        shipped.chmod(0o644)
     return entry
 
 

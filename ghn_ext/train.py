@@ -50,7 +50,7 @@ RESUMABLE_CHANGES = {"steps", "checkpoint_every", "snapshot_every", "eval_every"
 # cell per stage ranks cells (scored in that skeleton) far better per hour than one trained on the
 # benchmark's five, and does not transfer to five (bench/RESULTS.md, "NAS-Bench-201 ranking").
 SPACE_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "nb201": {"cells_per_stage": 1, "channels": 16, "steps": 30000, "snapshot_every": 3000},
+    "nb201": {"cells_per_stage": 1, "channels": 16, "steps": 20000, "snapshot_every": 3000},
 }
 
 

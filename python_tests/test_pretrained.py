@@ -35,6 +35,7 @@ def test_export_records_provenance_and_a_checksum(shipped):
     assert saved == {"nb201": entry}
     assert entry["sha256"] == pretrained.sha256(folder / "nb201.pt")
     assert entry["command"] == "ghn train --space nb201" and entry["spearman"] == 0.5 and entry["space"] == "nb201"
+    assert all((folder / f).stat().st_mode & 0o777 == 0o644 for f in ("nb201.pt", "manifest.json"))
     ckpt = torch.load(folder / "nb201.pt", weights_only=True)
     assert "optimizer" not in ckpt and ckpt["train_config"] == {"channels": 4, "cells_per_stage": 1}
 
@@ -97,7 +98,8 @@ def test_search_without_ckpt_for_a_space_with_no_shipped_ghn(shipped, data_dir, 
 
 
 def test_the_package_manifest_matches_its_files():
-    """Every GHN the package ships loads by name, checksum checked."""
+    """Every GHN the package ships loads by name, checksum checked: one per space the issue asks for."""
+    assert {"nb201", "classification"} <= set(pretrained.manifest())
     for name, entry in pretrained.manifest().items():
         ghn = GraphHyperNetwork.pretrained(name)
         assert ghn.config.space == entry["space"]
