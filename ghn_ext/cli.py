@@ -223,8 +223,6 @@ def cmd_correlate(a: argparse.Namespace) -> int:
 
     if a.space == "nb201":
         return _correlate_nb201_table(a)
-    if a.space == "anytime":
-        raise ValueError("`ghn correlate` ranks by one accuracy; anytime networks are judged by their exits' curve")
     if a.finetune_steps and not (a.ghn or a.oneshot):
         raise ValueError("--finetune-steps trains the weights of a GHN or one-shot model: give --ghn or --oneshot")
     given = a.ghn or a.oneshot or a.sgd_steps
