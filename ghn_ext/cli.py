@@ -150,10 +150,13 @@ def _search_config(a: argparse.Namespace):
 
 def print_ranking(ranking: Sequence[dict], top: int) -> None:
     label = "-val loss" if ranking and ranking[0].get("signal") == "loss" else "val acc"
-    print(f"{'rank':>4}  {label:>9}  {'params':>9}  {'MFLOPs':>8}  architecture")
+    combined = bool(ranking) and "combined" in ranking[0]  # ranked by GHN + synflow: show that key too
+    print(f"{'rank':>4}  " + ("GHN+synflow  " if combined else "")
+          + f"{label:>9}  {'params':>9}  {'MFLOPs':>8}  architecture")
     for r, rec in enumerate(ranking[:top], 1):
         arch = rec["arch"] if isinstance(rec["arch"], str) else " ".join(rec["arch"]["ops"])
-        print(f"{r:>4}  {rec['score']:>9.4f}  {rec['params']:>9,}  {rec['flops'] / 1e6:>8.1f}  {arch}")
+        print(f"{r:>4}  " + (f"{rec['combined']:>11.4f}  " if combined else "")
+              + f"{rec['score']:>9.4f}  {rec['params']:>9,}  {rec['flops'] / 1e6:>8.1f}  {arch}")
 
 
 def cmd_search(a: argparse.Namespace) -> int:

@@ -104,3 +104,14 @@ def test_the_package_manifest_matches_its_files():
         ghn = GraphHyperNetwork.pretrained(name)
         assert ghn.config.space == entry["space"]
         assert entry["command"] and entry["data"]
+
+
+def test_search_combined_with_synflow_prints_its_ranking_key(shipped, data_dir, tmp_path, capsys):
+    assert cli.main(["search", "--space", "nb201", "--out", str(tmp_path / "s"), "--num-archs", "3", "--val-images",
+                     "50", "--combine", "synflow", "--data-dir", data_dir, "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(l for l in lines if l.lstrip().startswith("rank"))
+    assert header.split()[:3] == ["rank", "GHN+synflow", "-val"]
+    ranking = json.loads((tmp_path / "s" / "ranking.json").read_text())["ranking"]
+    first = lines[lines.index(header) + 1].split()
+    assert float(first[1]) == pytest.approx(ranking[0]["combined"], abs=1e-4)
