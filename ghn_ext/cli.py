@@ -122,21 +122,68 @@ def load_scoring_ghn(a: argparse.Namespace) -> GraphHyperNetwork:
     return ghn
 
 
+def _earlier_scores(path: Optional[str], signal: str, images: int) -> dict[str, dict]:
+    """The rows of an earlier `ghn score --output` run by hash, those of the same signal and images only
+    (lines cut short by a kill are skipped)."""
+    rows: dict[str, dict] = {}
+    if path and Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            try:
+                row = json.loads(line)
+                if row.get("signal") == signal and row.get("images") == images:
+                    rows[row["hash"]] = row
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                continue
+    return rows
+
+
 def cmd_score(a: argparse.Namespace) -> int:
+    """Scores in batches of --archs-per-batch, each line printed and appended to --output as soon as its
+    batch is scored: a killed run keeps every score it printed, and a rerun scores only the others.
+    At the end --output is rewritten with one row per architecture, in the order of --archs."""
     from .data import cifar10_splits
     from .evaluate import score_architectures
+    from .io import atomic_write, end_with_newline
+    from .progress import progress_bar
+    from .timing import choose_threads
     ghn = load_scoring_ghn(a)
     archs = read_architectures(a.archs, a.space, a.num_blocks, a.channels, a.cells_per_stage)
-    val = cifar10_splits(a.data_dir).val.head(a.val_images)
-    rows = []
+    done = _earlier_scores(a.output, a.signal, a.val_images)
+    todo = [g for g in archs if g.stable_hash() not in done]
+    print(f"scoring {len(todo)} architecture(s) on {a.val_images} validation images with {choose_threads()}"
+          + (f"; {len(archs) - len(todo)} scored before, read from {a.output}" if len(todo) < len(archs) else ""),
+          file=sys.stderr, flush=True)
     for g in archs:
-        score = score_architectures(ghn, [g], val, signal=a.signal)[0]
-        name = nb201.arch_string(g) if g.space == "nb201" else g.stable_hash()
-        rows.append({"arch": name, "hash": g.stable_hash(), "signal": a.signal, "score": score})
-        print(f"{score:.4f}  {name}")
+        if g.stable_hash() in done:
+            print(f"{done[g.stable_hash()]['score']:.4f}  {done[g.stable_hash()]['arch']}")
+    val = cifar10_splits(a.data_dir).val.head(a.val_images).prepared()
     if a.output:
-        Path(a.output).write_text("".join(json.dumps(r) + "\n" for r in rows))
-        print(f"saved {len(rows)} scores to {a.output}")
+        end_with_newline(a.output)
+    output = Path(a.output).open("a") if a.output else None
+    try:
+        with progress_bar(len(archs), len(archs) - len(todo), desc="score", disable=a.quiet) as bar:
+            for start in range(0, len(todo), a.archs_per_batch):
+                chunk = todo[start:start + a.archs_per_batch]
+                for g, score in zip(chunk, score_architectures(ghn, chunk, val, signal=a.signal)):
+                    name = nb201.arch_string(g) if g.space == "nb201" else g.stable_hash()
+                    row = {"arch": name, "hash": g.stable_hash(), "signal": a.signal, "images": a.val_images,
+                           "score": score}
+                    done[row["hash"]] = row
+                    bar.write(f"{score:.4f}  {name}", file=sys.stdout)
+                    if output:
+                        output.write(json.dumps(row) + "\n")
+                if output:
+                    output.flush()
+                sys.stdout.flush()
+                bar.set_postfix(best=f"{max(r['score'] for r in done.values()):.4f}")
+                bar.update(len(chunk))
+    finally:
+        if output:
+            output.close()
+    if a.output:
+        rows = "".join(json.dumps(done[g.stable_hash()]) + "\n" for g in archs)
+        atomic_write(a.output, lambda f: f.write(rows.encode()))
+        print(f"saved {len(archs)} scores to {a.output}")
     return 0
 
 
@@ -144,7 +191,8 @@ def _search_config(a: argparse.Namespace):
     from .search import SearchConfig
     return SearchConfig(num_archs=a.num_archs, num_nodes=a.num_nodes, num_blocks=a.num_blocks,
                         channels=a.channels, cells_per_stage=a.cells_per_stage, val_images=a.val_images,
-                        archs_per_batch=a.archs_per_batch, seed=a.seed, data_dir=a.data_dir,
+                        min_images=a.min_images, eta=a.eta, archs_per_batch=a.archs_per_batch, seed=a.seed,
+                        data_dir=a.data_dir,
                         finetune_steps=a.finetune_steps, signal=a.signal, combine=a.combine or "")
 
 
@@ -159,16 +207,32 @@ def print_ranking(ranking: Sequence[dict], top: int) -> None:
               + f"{rec['score']:>9.4f}  {rec['params']:>9,}  {rec['flops'] / 1e6:>8.1f}  {arch}")
 
 
+def time_summary(timing: dict, num_archs: int) -> str:
+    """One line: wall time, architectures per second, and each phase's share."""
+    total = timing["total"]
+    phases = ", ".join(f"{k} {timing[k] / max(total, 1e-9):.0%}" for k in ("data", "sample", "ghn", "evaluate", "rank", "other")
+                       if k in timing)
+    return f"{num_archs} architectures in {total:.1f} s ({num_archs / max(total, 1e-9):.2f} per s): {phases}"
+
+
 def cmd_search(a: argparse.Namespace) -> int:
     _not_anytime(a, "search")
-    from .search import run_search, top_best
+    from .search import halving_rounds, run_search, top_best
+    from .timing import Stopwatch, choose_threads
     ghn = load_scoring_ghn(a)
     cfg = _search_config(a)
+    rounds = halving_rounds(cfg)
+    watch = Stopwatch()
     with distributed_run(a.device) as ctx:
-        ranking = run_search(ghn.to(ctx.device), cfg, a.out, progress=not a.quiet, ctx=ctx)
+        if ctx.is_main:
+            plan = " -> ".join(f"{n} on {k} images" for k, n in rounds)
+            where = ctx.device if ctx.device.type != "cpu" or ctx.distributed else choose_threads()
+            print(f"search: {plan}; {where}", flush=True)
+        ranking = run_search(ghn.to(ctx.device), cfg, a.out, progress=not a.quiet, ctx=ctx, watch=watch)
     if not ctx.is_main:
         return 0
     print_ranking(ranking, a.show_top)
+    print(time_summary(watch.report(), len(ranking)))
     if a.top_best:
         best = top_best(ranking, a.space, cfg, a.out, a.top_best, a.top_best_steps, progress=not a.quiet)
         print(f"top-best after {a.top_best_steps} SGD steps: {best['hash']} val acc {best['trained_val_acc']:.4f}")
@@ -452,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="GHN file (ghn.pt from `ghn train`) or the name of a shipped one (nb201); "
                        "default: the space's shipped GHN")
         p.add_argument("--val-images", type=int, default=5000)
+        p.add_argument("--archs-per-batch", type=int, default=4, help="architectures whose weights are "
+                       "generated together")
         # nb201 cells are scored in the skeleton their GHN was trained in unless these are given
         p.set_defaults(cells_per_stage=None)
         p.add_argument("--signal", choices=("accuracy", "loss"), default=None,
@@ -464,7 +530,11 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--out", required=True, help="search folder (resumes)")
             p.add_argument("--num-archs", type=int, default=1000)
-            p.add_argument("--archs-per-batch", type=int, default=4)
+            p.add_argument("--min-images", type=int, default=500,
+                           help="adaptive evaluation: every candidate is scored on this many images, the best "
+                           "1/eta on eta times as many, ... the last round on all --val-images (0: every "
+                           "candidate on all of them)")
+            p.add_argument("--eta", type=int, default=3, help="adaptive evaluation: keep the best 1/eta each round")
             p.add_argument("--show-top", type=int, default=10)
             p.add_argument("--top-best", type=int, default=0, help="train this many of the best with SGD")
             p.add_argument("--top-best-steps", type=int, default=200)

@@ -60,6 +60,17 @@ class Split(NamedTuple):
         """The first ``n`` examples (all of them when ``n`` is None)."""
         return self if n is None else Split(self.images[:n], self.labels[:n])
 
+    def part(self, start: int, stop: int) -> "Split":
+        """Examples ``start`` to ``stop`` (exclusive)."""
+        return Split(self.images[start:stop], self.labels[start:stop])
+
+    def prepared(self, device: str | torch.device = "cpu") -> "Split":
+        """The images normalised once, channels-last on `device` (the layout the networks run in), for
+        scoring many networks on the same images: :func:`ghn_ext.evaluate.network_logits` takes them
+        as they are instead of normalising every batch for every network."""
+        x = normalize(self.images.to(device)) if self.images.dtype == torch.uint8 else self.images.to(device)
+        return Split(x.contiguous(memory_format=torch.channels_last), self.labels.to(device))
+
 
 class Splits(NamedTuple):
     train: Split

@@ -15,7 +15,13 @@ from .nets.anytime import Exit, run_anytime
 from .nets.network import run_network
 
 
-@torch.no_grad()  # the decorator, not a with-block: grad mode switches back at every yield
+def batch_images(images: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """A batch of uint8 images normalised on `device`; images already normalised (Split.prepared) as
+    they are."""
+    return normalize(images).to(device) if images.dtype == torch.uint8 else images.to(device)
+
+
+@torch.inference_mode()  # the decorator, not a with-block: grad mode switches back at every yield
 def network_logits(graph: ArchGraph, weights, split: Split, image_batch: int = 100,
                    device: str | torch.device = "cpu", norm_stats=None):
     """(logits, labels) of `graph` with `weights`, batch by batch over `split` (the last exit's logits
@@ -23,7 +29,7 @@ def network_logits(graph: ArchGraph, weights, split: Split, image_batch: int = 1
     GHN was trained, so batches should be large enough to estimate them (>= 100); with them (a trained
     ArchNetwork's running statistics) it runs in eval mode."""
     for start in range(0, len(split.labels), image_batch):
-        x = normalize(split.images[start:start + image_batch]).to(device)
+        x = batch_images(split.images[start:start + image_batch], device)
         y = split.labels[start:start + image_batch].to(device)
         logits = run_network(graph, x, weights, norm_stats, training=norm_stats is None)
         yield (logits[-1] if isinstance(logits, list) else logits), y
@@ -37,14 +43,6 @@ def network_accuracy(graph: ArchGraph, weights, split: Split, image_batch: int =
     return correct / max(1, len(split.labels))
 
 
-def network_loss(graph: ArchGraph, weights, split: Split, image_batch: int = 100,
-                 device: str | torch.device = "cpu") -> float:
-    """Mean cross-entropy of `graph` on `split` with `weights` (BatchNorm as in :func:`network_logits`)."""
-    total = sum(float(F.cross_entropy(logits, y, reduction="sum"))
-                for logits, y in network_logits(graph, weights, split, image_batch, device))
-    return total / max(1, len(split.labels))
-
-
 # What a GHN's score of an architecture is: its validation accuracy with generated weights (the paper's),
 # or its validation loss, negated so that higher is better for both. The loss is a finer signal: on
 # NAS-Bench-201 it ranks cells clearly better than the accuracy does (bench/RESULTS.md).
@@ -52,17 +50,34 @@ SIGNALS = ("accuracy", "loss")
 DEFAULT_SIGNAL = {"classification": "accuracy", "anytime": "accuracy", "nb201": "loss"}
 
 
-@torch.no_grad()
-def score_architectures(ghn: GraphHyperNetwork, archs: Sequence[ArchGraph], split: Split,
-                        image_batch: int = 100, signal: str = "accuracy") -> list[float]:
-    """The `signal` score of each architecture with weights generated for all of them in one batch."""
+def check_signal(signal: str) -> None:
     if signal not in SIGNALS:
         raise ValueError(f"unknown scoring signal {signal!r}; choose one of {', '.join(SIGNALS)}")
+
+
+def network_score_sum(graph: ArchGraph, weights, split: Split, signal: str = "accuracy",
+                      image_batch: int = 100, device: str | torch.device = "cpu") -> float:
+    """The `signal` summed over the images of `split`: correct predictions, or the negated cross-entropy
+    (BatchNorm as in :func:`network_logits`). A sum, so that scores over consecutive parts of a
+    validation set add up to the score over all of it (adaptive search scores in parts)."""
+    check_signal(signal)
+    total = 0.0
+    for logits, y in network_logits(graph, weights, split, image_batch, device):
+        total += (float((logits.argmax(1) == y).sum()) if signal == "accuracy"
+                  else -float(F.cross_entropy(logits, y, reduction="sum")))
+    return total
+
+
+@torch.inference_mode()
+def score_architectures(ghn: GraphHyperNetwork, archs: Sequence[ArchGraph], split: Split,
+                        image_batch: int = 100, signal: str = "accuracy") -> list[float]:
+    """The `signal` score of each architecture (mean over `split`) with weights generated for all of
+    them in one batch."""
+    check_signal(signal)
     device = next(ghn.parameters()).device
     weights = ghn(list(archs))
-    if signal == "loss":
-        return [-network_loss(g, w, split, image_batch, device) for g, w in zip(archs, weights)]
-    return [network_accuracy(g, w, split, image_batch, device) for g, w in zip(archs, weights)]
+    return [network_score_sum(g, w, split, signal, image_batch, device) / max(1, len(split.labels))
+            for g, w in zip(archs, weights)]
 
 
 @torch.no_grad()

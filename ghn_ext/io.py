@@ -53,3 +53,13 @@ def truncate_log(path: str | Path, steps_done: int) -> None:
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
     path.write_text("".join(line + "\n" for line in keep))
+
+
+def end_with_newline(path: str | Path) -> None:
+    """After a JSON-lines record cut short by a kill, start the next appended one on a line of its own."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size:
+        with path.open("rb+") as f:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")

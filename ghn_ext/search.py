@@ -2,6 +2,13 @@
 
 Sample K random architectures (N=17 nodes per cell), score each by validation accuracy with generated
 weights, rank them, and optionally train the top ones briefly with SGD to pick the best ("Top-best").
+
+Adaptive evaluation (successive halving): every candidate is first scored on the first `min_images`
+validation images, the best third on three times as many, and so on until the last round scores its
+contenders on all `val_images`. Scores are sums over consecutive parts of one fixed image list, so a
+candidate's score at the last round is exactly its score under full evaluation; the ranking lists the
+last round's candidates first, then those each earlier round left behind. `min_images=0` scores
+every candidate on every image.
 With `finetune_steps` k > 0 the score is GHN+SGD-k instead: the generated weights trained k SGD steps, then
 their validation accuracy (BatchNorm on batch statistics, as for the plain score); on the correlation
 benchmark this ranks far better than generated weights alone (bench/RESULTS.md).
@@ -26,15 +33,16 @@ import torch.nn.functional as F
 
 from .data import Split, TensorLoader, cifar10_splits
 from .distributed import DistContext, broadcast, deal, gather_lists
-from .evaluate import network_accuracy, score_architectures
+from .evaluate import check_signal, network_accuracy, network_score_sum
 from .ghn import GraphHyperNetwork
 from .graph import ArchGraph
-from .io import write_json_atomic
+from .io import end_with_newline, write_json_atomic
 from .nets.network import ArchNetwork, NodeWeights, count_flops, count_params
 from .progress import progress_bar
 from .proxies import synflow
 from .ranking import rank_mean
 from .spaces import make_sampler, nb201
+from .timing import Stopwatch
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,9 @@ class SearchConfig:
     channels: Optional[int] = None
     cells_per_stage: int = 5
     val_images: int = 5000         # fixed validation subset used for every architecture
+    min_images: int = 500          # adaptive evaluation: first-round images per candidate (0: off)
+    eta: int = 3                   # each round keeps the best 1/eta on eta times as many images
+    min_final: int = 30            # ...but at least this many reach the last round (all images)
     archs_per_batch: int = 4       # architectures whose weights are generated together
     image_batch: int = 100          # BatchNorm uses batch statistics; 100 stays cache-resident
     finetune_steps: int = 0        # GHN+SGD-k: SGD steps on the generated weights before scoring
@@ -64,10 +75,32 @@ def search_architectures(cfg: SearchConfig, space: str) -> list[ArchGraph]:
 def describe(graph: ArchGraph) -> dict[str, Any]:
     """What a ranking records about an architecture besides its score; a NAS-Bench-201 cell's parameters
     and FLOPs are those of the benchmark's network, whatever skeleton its GHN scores it in."""
-    arch = nb201.arch_string(graph) if graph.space == "nb201" else graph.meta.get("cell")
-    counted = nb201.network(arch) if graph.space == "nb201" else graph
-    return {"hash": graph.stable_hash(), "arch": arch, "params": count_params(counted),
-            "flops": count_flops(counted)}
+    if graph.space == "nb201":
+        arch = nb201.arch_string(graph)
+        params, flops = nb201.benchmark_size(arch)
+    else:
+        arch, params, flops = graph.meta.get("cell"), count_params(graph), count_flops(graph)
+    return {"hash": graph.stable_hash(), "arch": arch, "params": params, "flops": flops}
+
+
+def halving_rounds(cfg: SearchConfig) -> list[tuple[int, int]]:
+    """(images, candidates) of each round of adaptive evaluation: cfg.num_archs on cfg.min_images, then
+    the best 1/eta (at least cfg.min_final) on eta times as many images, until a round reaches all
+    cfg.val_images. Image counts are whole batches, so every batch's BatchNorm statistics are those
+    of full evaluation; one round on all images when adaptive evaluation is off."""
+    if cfg.eta < 2:
+        raise ValueError(f"adaptive evaluation keeps 1/eta of the candidates each round: eta must be >= 2, "
+                         f"got {cfg.eta}")
+    batch = cfg.image_batch
+    first = -(-cfg.min_images // batch) * batch
+    if not cfg.min_images or first >= cfg.val_images or cfg.finetune_steps:
+        return [(cfg.val_images, cfg.num_archs)]
+    rounds, images, count = [], first, cfg.num_archs
+    while images < cfg.val_images:
+        rounds.append((images, count))
+        images = min(cfg.val_images, images * cfg.eta)
+        count = max(-(-count // cfg.eta), min(cfg.min_final, count))
+    return rounds + [(cfg.val_images, count)]
 
 
 def _read_scores(paths: Sequence[Path], usable: Callable[[int, dict[str, Any]], bool]) -> dict[int, dict[str, Any]]:
@@ -85,99 +118,134 @@ def _read_scores(paths: Sequence[Path], usable: Callable[[int, dict[str, Any]], 
     return done
 
 
-def _end_with_newline(path: Path) -> None:
-    """After a line cut short by a kill, start the next appended record on a line of its own."""
-    if path.exists() and path.stat().st_size:
-        with path.open("rb+") as f:
-            f.seek(-1, 2)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-
-
 def score_resumably(archs: Sequence[ArchGraph], score_chunk: Callable[[list[ArchGraph]], list[dict[str, Any]]],
                     out_dir: str | Path, archs_per_batch: int, key: str, desc: str, progress: bool = True,
                     ctx: Optional[DistContext] = None,
-                    reusable: Callable[[dict[str, Any]], bool] = lambda rec: True) -> list[dict[str, Any]]:
+                    reusable: Callable[[dict[str, Any]], bool] = lambda rec: True,
+                    indices: Optional[Sequence[int]] = None,
+                    postfix: Callable[[], dict[str, str]] = dict) -> list[dict[str, Any]]:
     """The records of `archs`, best `key` first: `score_chunk` scores archs_per_batch architectures at a
     time (one record each, a `key` value among its fields); each record, with the architecture's index
-    and hash, is appended to a scores file in out_dir as soon as it exists, and a rerun only scores what
-    no earlier run (on any number of ranks) recorded, among the records `reusable` accepts. Under
-    torchrun the chunks are dealt to the ranks and every rank returns all the records."""
+    (`indices`, default its position in `archs`) and hash, is appended to a scores file in out_dir as
+    soon as it exists, and a rerun only scores what no earlier run (on any number of ranks) recorded,
+    among the records `reusable` accepts. Under torchrun the chunks are dealt to the ranks and every
+    rank returns all the records. `postfix()` adds to the progress line."""
     ctx = ctx or DistContext()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # scores.jsonl of a single process, scores.rank<r>.jsonl of rank r: each file has one writer
     scores_path = out / (f"scores.rank{ctx.rank}.jsonl" if ctx.distributed else "scores.jsonl")
-    hashes = [g.stable_hash() for g in archs]
+    indices = list(range(len(archs))) if indices is None else list(indices)
+    hashes = {i: g.stable_hash() for i, g in zip(indices, archs)}
+    by_index = dict(zip(indices, archs))
 
     def usable(i: int, rec: dict[str, Any]) -> bool:
         # only records of these architectures (a folder reused with another seed or space would
         # otherwise rank stale ones), filtered before a later line of the same index replaces one
-        return 0 <= i < len(archs) and rec.get("hash") == hashes[i] and reusable(rec)
+        return i in hashes and rec.get("hash") == hashes[i] and reusable(rec)
 
     # rank 0 reads them
     done = broadcast(_read_scores(sorted(out.glob("scores*.jsonl")), usable) if ctx.is_main else None, ctx)
-    todo = [i for i in range(len(archs)) if i not in done]
+    todo = [i for i in indices if i not in done]
     mine = deal([todo[k:k + archs_per_batch] for k in range(0, len(todo), archs_per_batch)], ctx)
-    _end_with_newline(scores_path)
+    end_with_newline(scores_path)
     best = max((r[key] for r in done.values()), default=float("nan"))
     scored = []
     # one process counts the whole search; rank 0 of several counts its own share
-    total, initial = (sum(map(len, mine)), 0) if ctx.distributed else (len(archs), len(archs) - len(todo))
+    total, initial = (sum(map(len, mine)), 0) if ctx.distributed else (len(indices), len(indices) - len(todo))
     bar = progress_bar(total, initial, desc + (f" (rank 0 of {ctx.world_size})" if ctx.distributed else ""),
                        not (progress and ctx.is_main))
     with bar, scores_path.open("a") as log:
         for chunk in mine:
-            for i, rec in zip(chunk, score_chunk([archs[i] for i in chunk])):
+            for i, rec in zip(chunk, score_chunk([by_index[i] for i in chunk])):
                 rec = {"index": i, "hash": hashes[i], **rec}
                 scored.append(rec)
                 log.write(json.dumps(rec) + "\n")
                 best = rec[key] if math.isnan(best) else max(best, rec[key])
             log.flush()
-            bar.set_postfix({f"best {key}": f"{best:.3f}"})
+            bar.set_postfix({f"best {key}": f"{best:.3f}", **postfix()})
             bar.update(len(chunk))
     done.update((rec["index"], rec) for rec in gather_lists(scored, ctx))
-    return sorted((done[i] for i in range(len(archs))), key=lambda r: (-r[key], r["index"]))
+    return sorted((done[i] for i in indices), key=lambda r: (-r[key], r["index"]))
 
 
 def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
-               progress: bool = True, ctx: Optional[DistContext] = None) -> list[dict[str, Any]]:
-    """Score cfg.num_archs random architectures and write out_dir/ranking.json (best first); under
-    torchrun this rank scores its share and every rank returns the whole ranking."""
+               progress: bool = True, ctx: Optional[DistContext] = None,
+               watch: Optional[Stopwatch] = None) -> list[dict[str, Any]]:
+    """Score cfg.num_archs random architectures (adaptively: :func:`halving_rounds`) and write
+    out_dir/ranking.json (best first, with where the time went); under torchrun this rank scores its
+    share and every rank returns the whole ranking. `watch` collects the time of each phase."""
     ctx = ctx or DistContext()
+    watch = watch or Stopwatch()
     space = ghn.config.space
-    archs = search_architectures(cfg, space)
-    splits = cifar10_splits(cfg.data_dir)
-    val = splits.val.head(cfg.val_images)
+    with watch.phase("sample"):
+        archs = search_architectures(cfg, space)
+    device = next(ghn.parameters()).device
+    with watch.phase("data"):
+        splits = cifar10_splits(cfg.data_dir)
+        val = splits.val.head(cfg.val_images)
+        images = val.prepared(device)  # normalised once for every candidate
     ghn.eval()
-
-    def score_chunk(chunk: list[ArchGraph]) -> list[dict[str, Any]]:
-        if cfg.finetune_steps:
-            with torch.no_grad():
-                weights = ghn(chunk)
-            device = next(ghn.parameters()).device
-            scores = [train_briefly(g, splits.train, val, cfg.finetune_steps, cfg.finetune_lr, seed=cfg.seed,
-                                    init=w, batch_stats=True, device=device) for g, w in zip(chunk, weights)]
-        else:
-            scores = score_architectures(ghn, chunk, val, cfg.image_batch, cfg.signal)
-        records = [{"score": score, "finetune_steps": cfg.finetune_steps, "signal": signal, **describe(g)}
-                   for g, score in zip(chunk, scores)]
-        if cfg.combine:
-            for rec, g in zip(records, chunk):  # on the benchmark's network for a NAS-Bench-201 cell
-                rec["synflow"] = synflow(nb201.network(rec["arch"]) if space == "nb201" else g)
-        return records
-
     signal = "accuracy" if cfg.finetune_steps else cfg.signal  # GHN+SGD-k scores the trained accuracy
-    # a record without finetune_steps predates GHN+SGD-k, one without a signal the loss signal: both plain
-    # accuracies
-    ranking = score_resumably(archs, score_chunk, out_dir, cfg.archs_per_batch, "score", f"search {space}",
-                              progress, ctx, reusable=lambda rec: rec.get("finetune_steps", 0) == cfg.finetune_steps
-                              and rec.get("signal", "accuracy") == signal and (not cfg.combine or "synflow" in rec))
-    if cfg.combine:
-        ranking = combined_ranking(ranking)
+    check_signal(signal)
+
+    def score_part(start: int, stop: int, earlier: dict[str, dict[str, Any]]):
+        """Scores over images [start, stop) added to those over [0, start) in `earlier` (by hash)."""
+        def carried(g: ArchGraph) -> float:
+            return earlier[g.stable_hash()]["score"] * start if start else 0.0
+
+        def score_chunk(chunk: list[ArchGraph]) -> list[dict[str, Any]]:
+            with watch.phase("ghn"), torch.no_grad():
+                weights = ghn(chunk)
+            with watch.phase("evaluate"):
+                if cfg.finetune_steps:  # one round: the trained accuracy on all images
+                    scores = [train_briefly(g, splits.train, val, cfg.finetune_steps, cfg.finetune_lr,
+                                            seed=cfg.seed, init=w, batch_stats=True, device=device)
+                              for g, w in zip(chunk, weights)]
+                else:
+                    scores = [(carried(g) + network_score_sum(g, w, images.part(start, stop), signal,
+                                                              cfg.image_batch, device)) / stop
+                              for g, w in zip(chunk, weights)]
+            records = []
+            for g, score in zip(chunk, scores):
+                if start:  # what the earlier round recorded, with the score over more images
+                    rec = {k: v for k, v in earlier[g.stable_hash()].items() if k not in ("index", "combined")}
+                else:
+                    rec = {"finetune_steps": cfg.finetune_steps, "signal": signal, **describe(g)}
+                    if cfg.combine:  # on the benchmark's network for a NAS-Bench-201 cell
+                        rec["synflow"] = synflow(nb201.network(rec["arch"]) if space == "nb201" else g)
+                records.append({**rec, "images": stop, "score": score})
+            return records
+        return score_chunk
+
+    def reusable(images: int):
+        # a record without finetune_steps predates GHN+SGD-k, one without a signal the loss signal, one
+        # without images the adaptive search (all of the search's images): plain accuracies
+        return lambda rec: (rec.get("finetune_steps", 0) == cfg.finetune_steps
+                            and rec.get("signal", "accuracy") == signal
+                            and rec.get("images", cfg.val_images) == images
+                            and (not cfg.combine or "synflow" in rec))
+
+    rounds = halving_rounds(cfg)
+    contenders, earlier, start = list(range(len(archs))), {}, 0
+    left_behind: list[dict[str, Any]] = []  # candidates each round did not keep, best of later rounds first
+    for r, (stop, _) in enumerate(rounds):
+        desc = (f"search {space}" if len(rounds) == 1 else
+                f"search {space} round {r + 1}/{len(rounds)} ({stop} images)")
+        scored = score_resumably([archs[i] for i in contenders], score_part(start, stop, earlier), out_dir,
+                                 cfg.archs_per_batch, "score", desc, progress, ctx, reusable(stop), contenders,
+                                 postfix=lambda: {"cpu": f"{watch.cpu_share():.0%}"})
+        with watch.phase("rank"):
+            scored = combined_ranking(scored) if cfg.combine else scored
+        keep = rounds[r + 1][1] if r + 1 < len(rounds) else len(scored)
+        left_behind = scored[keep:] + left_behind
+        contenders = [rec["index"] for rec in scored[:keep]]
+        earlier = {rec["hash"]: rec for rec in scored[:keep]}
+        start = stop
+    ranking = scored[:keep] + left_behind
     if ctx.is_main:
-        write_json_atomic({"space": space, "config": asdict(cfg), "ranking": ranking},
-                          Path(out_dir) / "ranking.json")
+        write_json_atomic({"space": space, "config": asdict(cfg), "rounds": rounds, "timing": watch.report(),
+                           "ranking": ranking}, Path(out_dir) / "ranking.json")
     return ranking
 
 
@@ -248,5 +316,5 @@ def top_best(ranking: Sequence[dict[str, Any]], space: str, cfg: SearchConfig, o
     return best
 
 
-__all__ = ["SearchConfig", "run_search", "score_resumably", "top_best", "search_architectures", "arch_from_record",
+__all__ = ["SearchConfig", "run_search", "halving_rounds", "score_resumably", "top_best", "search_architectures", "arch_from_record",
            "train_briefly", "describe"]

@@ -163,6 +163,37 @@ def test_score_nb201_strings(nb201_ghn, data_dir, tmp_path, capsys):
     assert all(r["signal"] == "accuracy" and 0.0 <= r["score"] <= 1.0 for r in rows)
 
 
+def test_score_streams_each_batch_before_the_next(nb201_ghn, data_dir, tmp_path, capsys, monkeypatch):
+    """A run killed after its first batch has printed and saved that batch's score; the rerun scores
+    only the rest and writes every row in the order of the file."""
+    import ghn_ext.evaluate as E
+    archs = tmp_path / "archs.txt"
+    archs.write_text("\n".join(NB201_ARCHS) + "\n")
+    scores = tmp_path / "scores.jsonl"
+    real, calls = E.score_architectures, []
+
+    def killed_on_the_second_batch(ghn, chunk, *a, **kw):
+        calls.append(len(chunk))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(ghn, chunk, *a, **kw)
+
+    monkeypatch.setattr(E, "score_architectures", killed_on_the_second_batch)
+    argv = ["score", "--space", "nb201", "--ckpt", str(nb201_ghn), "--archs", str(archs), "--val-images", "100",
+            "--archs-per-batch", "1", "--data-dir", data_dir, "--output", str(scores)]
+    assert cli.main(argv) == 130
+    rows = [json.loads(l) for l in scores.read_text().splitlines()]
+    assert calls == [1, 1] and [r["arch"] for r in rows] == NB201_ARCHS[:1]
+    assert capsys.readouterr().out.splitlines()[-1] == f"{rows[0]['score']:.4f}  {NB201_ARCHS[0]}"
+    with scores.open("a") as f:
+        f.write('{"arch": "cut short')  # and a line cut short by the kill
+    calls.clear()
+    assert cli.main(argv) == 0
+    assert calls == [1]  # only the second cell
+    again = [json.loads(l) for l in scores.read_text().splitlines()]
+    assert [r["arch"] for r in again] == NB201_ARCHS and again[0] == rows[0]
+
+
 def test_score_nb201_in_the_skeleton_its_ghn_was_trained_in(nb201_ghn, data_dir, tmp_path, capsys):
     archs = tmp_path / "archs.txt"
     archs.write_text(NB201_ARCHS[0] + "\n")

@@ -21,7 +21,7 @@ from ghn_ext.nets.network import count_flops, count_params  # noqa: E402
 from ghn_ext.search import SearchConfig, arch_from_record, run_search, search_architectures, top_best  # noqa: E402
 from ghn_ext.spaces import nb201  # noqa: E402
 
-FIELDS = {"index", "hash", "arch", "score", "finetune_steps", "params", "flops", "signal"}
+FIELDS = {"index", "hash", "arch", "score", "finetune_steps", "params", "flops", "signal", "images"}
 
 
 def tiny_ghn(space: str) -> GraphHyperNetwork:
@@ -39,15 +39,15 @@ def search_config(data_dir, space="classification", **kw) -> SearchConfig:
 
 @pytest.fixture
 def count_scoring(monkeypatch):
-    """Record the hashes of the architectures run_search scores."""
+    """Record the hashes of the architectures run_search scores (once per round)."""
     scored = []
-    real = S.score_architectures
+    real = S.network_score_sum
 
-    def counting(ghn, archs, *args, **kw):
-        scored.extend(g.stable_hash() for g in archs)
-        return real(ghn, archs, *args, **kw)
+    def counting(graph, *args, **kw):
+        scored.append(graph.stable_hash())
+        return real(graph, *args, **kw)
 
-    monkeypatch.setattr(S, "score_architectures", counting)
+    monkeypatch.setattr(S, "network_score_sum", counting)
     return scored
 
 
@@ -233,3 +233,46 @@ def test_search_combined_with_synflow_ranks_by_the_mean_rank(data_dir, tmp_path)
     run_search(tiny_ghn("nb201"), replace(cfg, combine=""), plain, progress=False)
     again = run_search(tiny_ghn("nb201"), cfg, plain, progress=False)
     assert all("synflow" in r for r in again)
+
+
+def test_halving_rounds_keep_a_third_on_three_times_the_images():
+    cfg = SearchConfig(num_archs=1000, val_images=5000, min_images=500, eta=3, min_final=30)
+    assert S.halving_rounds(cfg) == [(500, 1000), (1500, 334), (4500, 112), (5000, 38)]
+    # image counts are whole BatchNorm batches; at least min_final candidates reach all images
+    assert S.halving_rounds(replace(cfg, num_archs=40, min_images=250)) == [(300, 40), (900, 30), (2700, 30), (5000, 30)]
+    # off, or nothing to gain, or GHN+SGD-k (scored once, after training): one round on all images
+    for off in (replace(cfg, min_images=0), replace(cfg, min_images=5000), replace(cfg, finetune_steps=2)):
+        assert S.halving_rounds(off) == [(5000, off.num_archs)]
+    with pytest.raises(ValueError, match="eta must be >= 2"):
+        S.halving_rounds(replace(cfg, eta=1))
+
+
+def test_adaptive_search_scores_its_finalists_exactly_as_full_evaluation(data_dir, tmp_path, count_scoring):
+    """9 cells on 100 images, the best 3 on 300: the 3 lead the ranking with their full-evaluation scores,
+    the other 6 follow in their first-round order; a rerun scores nothing again."""
+    ghn = tiny_ghn("nb201")
+    full_cfg = search_config(data_dir, space="nb201", num_archs=9, val_images=300, archs_per_batch=2,
+                             min_images=0, signal="loss")
+    full = {r["hash"]: r["score"] for r in run_search(ghn, full_cfg, tmp_path / "full", progress=False)}
+    count_scoring.clear()
+    cfg = replace(full_cfg, min_images=100, eta=3, min_final=2)
+    ranking = run_search(ghn, cfg, tmp_path / "adaptive", progress=False)
+    assert len(count_scoring) == 9 + 3
+    assert [r["images"] for r in ranking] == [300] * 3 + [100] * 6
+    for r in ranking[:3]:
+        assert r["score"] == pytest.approx(full[r["hash"]], rel=1e-12, abs=1e-12)
+    assert [r["score"] for r in ranking[3:]] == sorted((r["score"] for r in ranking[3:]), reverse=True)
+    saved = json.loads((tmp_path / "adaptive" / "ranking.json").read_text())
+    assert saved["rounds"] == [[100, 9], [300, 3]] and saved["ranking"] == ranking
+    assert {"total", "data", "sample", "ghn", "evaluate", "other"} <= set(saved["timing"])
+    assert saved["timing"]["evaluate"] <= saved["timing"]["total"]
+    count_scoring.clear()
+    assert run_search(ghn, cfg, tmp_path / "adaptive", progress=False) == ranking and count_scoring == []
+
+
+def test_nb201_benchmark_size_is_the_counted_size():
+    import random
+    rng = random.Random(1)
+    for ops in [("none",) * 6, ("nor_conv_3x3",) * 6] + [nb201.sample_ops(rng) for _ in range(8)]:
+        g = nb201.network(ops)
+        assert nb201.benchmark_size(ops) == (count_params(g), count_flops(g))
