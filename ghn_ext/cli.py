@@ -191,7 +191,8 @@ def _search_config(a: argparse.Namespace):
     from .search import SearchConfig
     return SearchConfig(num_archs=a.num_archs, num_nodes=a.num_nodes, num_blocks=a.num_blocks,
                         channels=a.channels, cells_per_stage=a.cells_per_stage, val_images=a.val_images,
-                        min_images=a.min_images, eta=a.eta, archs_per_batch=a.archs_per_batch, seed=a.seed,
+                        min_images=a.min_images, eta=a.eta, min_final=a.min_final,
+                        archs_per_batch=a.archs_per_batch, seed=a.seed,
                         data_dir=a.data_dir,
                         finetune_steps=a.finetune_steps, signal=a.signal, combine=a.combine or "")
 
@@ -535,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "1/eta on eta times as many, ... the last round on all --val-images (0: every "
                            "candidate on all of them)")
             p.add_argument("--eta", type=int, default=3, help="adaptive evaluation: keep the best 1/eta each round")
+            p.add_argument("--min-final", type=int, default=30,
+                           help="adaptive evaluation: at least this many candidates reach all --val-images")
             p.add_argument("--show-top", type=int, default=10)
             p.add_argument("--top-best", type=int, default=0, help="train this many of the best with SGD")
             p.add_argument("--top-best-steps", type=int, default=200)

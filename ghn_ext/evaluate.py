@@ -31,7 +31,8 @@ def network_logits(graph: ArchGraph, weights, split: Split, image_batch: int = 1
     for start in range(0, len(split.labels), image_batch):
         x = batch_images(split.images[start:start + image_batch], device)
         y = split.labels[start:start + image_batch].to(device)
-        logits = run_network(graph, x, weights, norm_stats, training=norm_stats is None)
+        logits = run_network(graph, x, weights, norm_stats, training=norm_stats is None,
+                             check_weights=start == 0)
         yield (logits[-1] if isinstance(logits, list) else logits), y
 
 

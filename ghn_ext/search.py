@@ -75,12 +75,10 @@ def search_architectures(cfg: SearchConfig, space: str) -> list[ArchGraph]:
 def describe(graph: ArchGraph) -> dict[str, Any]:
     """What a ranking records about an architecture besides its score; a NAS-Bench-201 cell's parameters
     and FLOPs are those of the benchmark's network, whatever skeleton its GHN scores it in."""
-    if graph.space == "nb201":
-        arch = nb201.arch_string(graph)
-        params, flops = nb201.benchmark_size(arch)
-    else:
-        arch, params, flops = graph.meta.get("cell"), count_params(graph), count_flops(graph)
-    return {"hash": graph.stable_hash(), "arch": arch, "params": params, "flops": flops}
+    arch = nb201.arch_string(graph) if graph.space == "nb201" else graph.meta.get("cell")
+    counted = nb201.network(arch) if graph.space == "nb201" else graph
+    return {"hash": graph.stable_hash(), "arch": arch, "params": count_params(counted),
+            "flops": count_flops(counted)}
 
 
 def halving_rounds(cfg: SearchConfig) -> list[tuple[int, int]]:

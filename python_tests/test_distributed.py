@@ -140,9 +140,10 @@ def tiny_ghn_file(tmp_path_factory):
 
 
 def search_args(ckpt, out, data_dir):
+    # adaptive: 12 candidates on 100 images, the best 4 on 300
     return ["search", "--ckpt", str(ckpt), "--out", str(out), "--num-archs", "12", "--num-nodes", "5",
-            "--num-blocks", "1", "--channels", "4", "--val-images", "100", "--archs-per-batch", "2",
-            "--data-dir", data_dir, "--quiet"]
+            "--num-blocks", "1", "--channels", "4", "--val-images", "300", "--min-images", "100",
+            "--min-final", "2", "--archs-per-batch", "2", "--data-dir", data_dir, "--quiet"]
 
 
 def test_search_on_two_ranks_ranks_like_one_process(tiny_ghn_file, data_dir, tmp_path):
@@ -152,9 +153,9 @@ def test_search_on_two_ranks_ranks_like_one_process(tiny_ghn_file, data_dir, tmp
     torchrun(ghn_cli(*search_args(tiny_ghn_file, tmp_path / "two", data_dir)))
     one = json.loads((tmp_path / "one" / "ranking.json").read_text())["ranking"]
     two = json.loads((tmp_path / "two" / "ranking.json").read_text())["ranking"]
-    assert two == one and len(one) == 12
-    shares = [{json.loads(l)["index"] for l in (tmp_path / "two" / f"scores.rank{r}.jsonl").read_text().splitlines()}
-              for r in range(2)]
+    assert two == one and len(one) == 12 and [r["images"] for r in one] == [300] * 4 + [100] * 8
+    shares = [{json.loads(l)["index"] for l in (tmp_path / "two" / f"scores.rank{r}.jsonl").read_text().splitlines()
+               if json.loads(l)["images"] == 100} for r in range(2)]
     assert shares[0].isdisjoint(shares[1]) and shares[0] | shares[1] == set(range(12))
     assert shares[0] == {0, 1, 4, 5, 8, 9}  # chunks of 2 dealt in turn: the single process's chunks
 
@@ -165,10 +166,10 @@ def test_search_resumes_from_another_number_of_ranks(tiny_ghn_file, data_dir, tm
     before = json.loads((out / "ranking.json").read_text())["ranking"]
     scored = []
     import ghn_ext.search as search_module
-    real = search_module.score_architectures
-    monkeypatch.setattr(search_module, "score_architectures",
-                        lambda ghn, archs, *a, **kw: scored.extend(archs) or real(ghn, archs, *a, **kw))
-    assert main(search_args(tiny_ghn_file, out, data_dir)) == 0  # one process finds all 12 scored
+    real = search_module.network_score_sum
+    monkeypatch.setattr(search_module, "network_score_sum",
+                        lambda graph, *a, **kw: scored.append(graph) or real(graph, *a, **kw))
+    assert main(search_args(tiny_ghn_file, out, data_dir)) == 0  # one process finds every round scored
     assert scored == [] and json.loads((out / "ranking.json").read_text())["ranking"] == before
 
 

@@ -499,6 +499,19 @@ def test_arch_network_validates_its_graph():
         ArchNetwork(bad)
 
 
+@pytest.mark.parametrize("space,size", [("classification", 32), ("classification", 33), ("nb201", 32),
+                                        ("nb201", 31), ("anytime", 32)])
+def test_count_flops_formula_equals_torchs_flop_counter(space, size):
+    """count_flops is a formula; node_flops runs the network under FlopCounterMode: every op, stride
+    (the 1x7-7x1 conv strides one axis at a time), odd size and scaled node must agree."""
+    from ghn_ext.nets import node_flops
+    from ghn_ext.spaces import make_sampler
+    sampler = make_sampler(space, 7, 5, 8, 1)
+    for seed in range(3):
+        g = sampler(random.Random(seed))
+        assert count_flops(g, (3, size, size)) == sum(node_flops(g, (3, size, size))) > 0
+
+
 def test_count_flops_allocates_nothing_for_a_big_network():
     g = cls_space.imagenet_mobile_network(cls_space.Cell(("conv1x1",), ((0, 1),)), 64)
     flops = count_flops(g, (3, 224, 224))

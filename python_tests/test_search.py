@@ -269,10 +269,3 @@ def test_adaptive_search_scores_its_finalists_exactly_as_full_evaluation(data_di
     count_scoring.clear()
     assert run_search(ghn, cfg, tmp_path / "adaptive", progress=False) == ranking and count_scoring == []
 
-
-def test_nb201_benchmark_size_is_the_counted_size():
-    import random
-    rng = random.Random(1)
-    for ops in [("none",) * 6, ("nor_conv_3x3",) * 6] + [nb201.sample_ops(rng) for _ in range(8)]:
-        g = nb201.network(ops)
-        assert nb201.benchmark_size(ops) == (count_params(g), count_flops(g))

@@ -14,7 +14,6 @@ checks the correspondence).
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 
@@ -139,24 +138,3 @@ def sample_ops(rng) -> tuple[str, ...]:
 
 def sample_architecture(rng) -> ArchGraph:
     return network(sample_ops(rng))
-
-
-def benchmark_size(arch: str | tuple[str, ...]) -> tuple[int, int]:
-    """(parameters, FLOPs per image) of the benchmark's own network (16 channels, 5 cells per stage) of
-    a cell. Every edge of a stage sees the same shape, so an edge's op adds the same to both counts
-    wherever it sits: the all-none network's counts plus one increment per edge, each of the five
-    counted once per process, instead of a FLOP-counting pass per cell (0.2 s each)."""
-    ops = parse(arch) if isinstance(arch, str) else tuple(arch)
-    base = _counted(("none",) * len(EDGES))
-    params, flops = base
-    for op in ops:
-        p, f = _counted((op,) + ("none",) * (len(EDGES) - 1))
-        params, flops = params + p - base[0], flops + f - base[1]
-    return params, flops
-
-
-@functools.lru_cache(maxsize=None)
-def _counted(ops: tuple[str, ...]) -> tuple[int, int]:
-    from ..nets.network import count_flops, count_params
-    graph = network(ops)
-    return count_params(graph), count_flops(graph)
