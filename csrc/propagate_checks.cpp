@@ -4,8 +4,10 @@
 #include "emit.h"  // python_tuple, python_dtype
 
 #include <ATen/ATen.h>
+#include <c10/util/safe_numerics.h>
 
 #include <algorithm>
+#include <limits>
 
 namespace ghn_ext {
 
@@ -38,6 +40,17 @@ void check_ptr(const std::vector<int64_t>& ptr, const char* name, int64_t last, 
 
 }  // namespace
 
+int64_t saved_rows(int64_t T, int64_t N, int64_t D) {
+  // 2*T*N rows of D values: T comes from users and checkpoints, so the product is checked, not assumed
+  uint64_t rows = 0, elements = 0;
+  const bool overflows = c10::mul_overflows(uint64_t(2) * uint64_t(T), uint64_t(N), &rows) ||
+                         c10::mul_overflows(rows, uint64_t(std::max<int64_t>(D, 1)), &elements) ||
+                         elements > uint64_t(std::numeric_limits<int64_t>::max());
+  TORCH_CHECK_VALUE(!overflows, "propagate: T = ", T, " passes over ", N, " nodes of size ", D,
+                    " would need a buffer of 2*T*N*D values, more than an int64 can count");
+  return int64_t(rows);
+}
+
 PropagatePlan check_propagate_args(const at::Tensor& h0, const at::Tensor& block_ptr, const at::Tensor& graph_block_ptr,
                 const at::Tensor& order, const at::Tensor& in_ptr, const at::Tensor& in_src,
                 const at::Tensor& out_ptr, const at::Tensor& out_dst, at::TensorList params, int64_t T) {
@@ -47,9 +60,12 @@ PropagatePlan check_propagate_args(const at::Tensor& h0, const at::Tensor& block
                    "propagate: h0 must be float32 or float64, got ", python_dtype(h0.scalar_type()));
   TORCH_CHECK_VALUE(h0.dim() == 2, "propagate: h0 must have shape (N, D), got ", python_tuple(h0.sizes()));
   TORCH_CHECK_VALUE(T >= 1, "propagate: T must be at least 1, got ", T);
+  TORCH_CHECK_VALUE(h0.is_cpu() || h0.is_cuda(), "propagate: h0 is on ", h0.device(),
+                    "; the op runs on CPU or CUDA tensors");
   PropagatePlan plan;
   plan.N = h0.size(0);
   plan.D = h0.size(1);
+  saved_rows(T, plan.N, plan.D);
   for (int k = 0; k < 8; ++k) {
     TORCH_CHECK_TYPE(params[k].scalar_type() == h0.scalar_type(), "propagate: ", names[k], " has dtype ",
                      python_dtype(params[k].scalar_type()), " but h0 has ", python_dtype(h0.scalar_type()));
@@ -131,9 +147,10 @@ void check_propagate_backward_args(const PropagatePlan& plan, const at::Tensor& 
                     "propagate backward: grad must match h (", python_tuple(h.sizes()), ", ",
                     python_dtype(h.scalar_type()), "), got ", python_tuple(grad_h.sizes()), ", ",
                     python_dtype(grad_h.scalar_type()));
-  TORCH_CHECK_VALUE(saved.dim() == 2 && saved.size(0) == 2 * T * plan.N && saved.size(1) == plan.D &&
+  const int64_t rows = saved_rows(T, plan.N, plan.D);
+  TORCH_CHECK_VALUE(saved.dim() == 2 && saved.size(0) == rows && saved.size(1) == plan.D &&
                         saved.scalar_type() == h.scalar_type() && saved.device() == h.device(),
-                    "propagate backward: saved must have shape (2*T*N, D) = (", 2 * T * plan.N, ", ",
+                    "propagate backward: saved must have shape (2*T*N, D) = (", rows, ", ",
                     plan.D, "), h's dtype and h's device (", h.device(), "), got ",
                     python_tuple(saved.sizes()), ", ", python_dtype(saved.scalar_type()), " on ",
                     saved.device());

@@ -16,6 +16,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from .cli_types import learning_rate, nonnegative_int, positive_int
 from .distributed import add_device_argument, distributed_run
 from .train import TrainConfig, Trainer
 
@@ -132,27 +133,27 @@ def add_parser(sub) -> None:
     verbs = p.add_subparsers(dest="anytime_command", required=True, metavar="{train,search,train-final}")
 
     def common(q, channels_help):
-        q.add_argument("--channels", type=int, default=16, help=channels_help)
+        q.add_argument("--channels", type=positive_int, default=16, help=channels_help)
         q.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: $GHN_DATA_DIR)")
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def baseline_args(q):
-        q.add_argument("--baseline-layers", type=int, default=10)
-        q.add_argument("--baseline-exit-every", type=int, default=2)
+        q.add_argument("--baseline-layers", type=positive_int, default=10)
+        q.add_argument("--baseline-exit-every", type=positive_int, default=2)
         q.add_argument("--flops-range", type=_flops_range, default=None,
                        help="LO,HI FLOPs the area is taken over (default: 0 to the baseline's total)")
 
     q = verbs.add_parser("train", help="train a GHN on random anytime networks (random node counts per block)")
     common(q, "base width of the training networks")
     q.add_argument("--out", required=True, help="run folder (resumes)")
-    q.add_argument("--steps", type=int, default=1000)
-    q.add_argument("--batch-size", type=int, default=64)
-    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--steps", type=positive_int, default=1000)
+    q.add_argument("--batch-size", type=positive_int, default=64)
+    q.add_argument("--lr", type=learning_rate, default=1e-3)
     q.add_argument("--T", type=int, default=5)
-    q.add_argument("--block-channels", type=int, default=32)
-    q.add_argument("--eval-archs", type=int, default=8)
-    q.add_argument("--eval-images", type=int, default=500)
+    q.add_argument("--block-channels", type=positive_int, default=32)
+    q.add_argument("--eval-archs", type=positive_int, default=8)
+    q.add_argument("--eval-images", type=positive_int, default=500)
     q.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
     add_device_argument(q)
     q.set_defaults(func=cmd_train)
@@ -162,10 +163,10 @@ def add_parser(sub) -> None:
     baseline_args(q)
     q.add_argument("--ckpt", required=True, help="GHN file (ghn.pt from `ghn anytime train`)")
     q.add_argument("--out", required=True, help="folder for ranking.json")
-    q.add_argument("--num-archs", type=int, default=100)
-    q.add_argument("--archs-per-batch", type=int, default=4)
-    q.add_argument("--val-images", type=int, default=5000)
-    q.add_argument("--show-top", type=int, default=10)
+    q.add_argument("--num-archs", type=positive_int, default=100)
+    q.add_argument("--archs-per-batch", type=positive_int, default=4)
+    q.add_argument("--val-images", type=positive_int, default=5000)
+    q.add_argument("--show-top", type=positive_int, default=10)
     add_device_argument(q)
     q.set_defaults(func=cmd_search)
 
@@ -174,11 +175,11 @@ def add_parser(sub) -> None:
     common(q, "base width of the MSDNet-style baseline")
     baseline_args(q)
     q.add_argument("--ranking", required=True, help="ranking.json of `ghn anytime search`")
-    q.add_argument("--rank", type=int, default=0, help="which architecture of the ranking (0: the best)")
+    q.add_argument("--rank", type=nonnegative_int, default=0, help="which architecture of the ranking (0: the best)")
     q.add_argument("--out", required=True, help="folder: checkpoints (a rerun resumes), result.json, curves.png")
-    q.add_argument("--epochs", type=int, default=300)
-    q.add_argument("--batch-size", type=int, default=64)
-    q.add_argument("--lr", type=float, default=0.1)
-    q.add_argument("--train-images", type=int, default=None, help="first images of the training split (all)")
-    q.add_argument("--test-images", type=int, default=None, help="first images of the test split (all)")
+    q.add_argument("--epochs", type=positive_int, default=300)
+    q.add_argument("--batch-size", type=positive_int, default=64)
+    q.add_argument("--lr", type=learning_rate, default=0.1)
+    q.add_argument("--train-images", type=positive_int, default=None, help="first images of the training split (all)")
+    q.add_argument("--test-images", type=positive_int, default=None, help="first images of the test split (all)")
     q.set_defaults(func=cmd_train_final)

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 from . import anytime_cli
 from .ablation import STUDIES
+from .cli_types import learning_rate, nonnegative_int, positive_int
 from .data import DatasetError
 from .distributed import add_device_argument, distributed_run
 from .ghn import CheckpointError, GraphHyperNetwork
@@ -25,10 +26,10 @@ USER_ERRORS = (GraphError, CheckpointError, DatasetError, NonFiniteLossError, Va
 
 def _space_args(p: argparse.ArgumentParser, num_nodes: int, num_blocks: int = 18) -> None:
     p.add_argument("--space", choices=SPACES, default="classification")
-    p.add_argument("--num-nodes", type=int, default=num_nodes, help="nodes per cell (classification)")
-    p.add_argument("--num-blocks", type=int, default=num_blocks, help="cells of a classification network")
-    p.add_argument("--channels", type=int, default=None, help="initial width (32 classification, 16 nb201)")
-    p.add_argument("--cells-per-stage", type=int, default=5, help="NAS-Bench-201 cells per stage")
+    p.add_argument("--num-nodes", type=positive_int, default=num_nodes, help="nodes per cell (classification)")
+    p.add_argument("--num-blocks", type=positive_int, default=num_blocks, help="cells of a classification network")
+    p.add_argument("--channels", type=positive_int, default=None, help="initial width (32 classification, 16 nb201)")
+    p.add_argument("--cells-per-stage", type=positive_int, default=5, help="NAS-Bench-201 cells per stage")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: $GHN_DATA_DIR)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -483,26 +484,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: checkpoint, log, ghn.pt (oneshot.pt)")
     p.add_argument("--model", choices=("ghn", "oneshot"), default="ghn",
                    help="oneshot: the weight-sharing baseline, trained the same way (use --num-nodes 17)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="training steps (default 1000; nb201: 20000, with 1 cell per stage and 16 channels)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--archs-per-step", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--archs-per-step", type=positive_int, default=1)
+    p.add_argument("--lr", type=learning_rate, default=1e-3)
     p.add_argument("--ema", type=float, default=0.0,
                    help="keep an exponential moving average of the parameters with this decay (e.g. 0.998) "
                         "and save it instead of the last step's; 0: off")
-    p.add_argument("--T", type=int, default=5, help="propagation passes")
+    p.add_argument("--T", type=positive_int, default=5, help="propagation passes")
     p.add_argument("--scheme", choices=("fb", "sync"), default="fb")
     p.add_argument("--no-share", action="store_true", help="separate GNN parameters per block")
     p.add_argument("--no-pass", action="store_true", help="do not pass block embeddings on")
     p.add_argument("--naive", action="store_true", help="one hypernet output branch per op type")
-    p.add_argument("--block-channels", type=int, default=32)
-    p.add_argument("--eval-every", type=int, default=0,
+    p.add_argument("--block-channels", type=positive_int, default=32)
+    p.add_argument("--eval-every", type=nonnegative_int, default=0,
                    help="steps between validation checks on unseen architectures (0: at the end only)")
-    p.add_argument("--eval-archs", type=int, default=8, help="unseen architectures per validation check")
-    p.add_argument("--eval-images", type=int, default=500, help="validation images per check")
-    p.add_argument("--checkpoint-every", type=int, default=50)
-    p.add_argument("--snapshot-every", type=int, default=None, metavar="K",
+    p.add_argument("--eval-archs", type=positive_int, default=8, help="unseen architectures per validation check")
+    p.add_argument("--eval-images", type=positive_int, default=500, help="validation images per check")
+    p.add_argument("--checkpoint-every", type=positive_int, default=50)
+    p.add_argument("--snapshot-every", type=nonnegative_int, default=None, metavar="K",
                    help="also keep the model every K steps as OUT/<model>_step<K>.pt (0: never; default "
                    "0, nb201: 3000)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
@@ -516,8 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--ckpt", default=None,
                        help="GHN file (ghn.pt from `ghn train`) or the name of a shipped one (nb201); "
                        "default: the space's shipped GHN")
-        p.add_argument("--val-images", type=int, default=5000)
-        p.add_argument("--archs-per-batch", type=int, default=4, help="architectures whose weights are "
+        p.add_argument("--val-images", type=positive_int, default=5000)
+        p.add_argument("--archs-per-batch", type=positive_int, default=4, help="architectures whose weights are "
                        "generated together")
         # nb201 cells are scored in the skeleton their GHN was trained in unless these are given
         p.set_defaults(cells_per_stage=None)
@@ -530,21 +531,21 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(func=cmd_score)
         else:
             p.add_argument("--out", required=True, help="search folder (resumes)")
-            p.add_argument("--num-archs", type=int, default=1000)
-            p.add_argument("--min-images", type=int, default=500,
+            p.add_argument("--num-archs", type=positive_int, default=1000)
+            p.add_argument("--min-images", type=nonnegative_int, default=500,
                            help="adaptive evaluation: every candidate is scored on this many images, the best "
                            "1/eta on eta times as many, ... the last round on all --val-images (0: every "
                            "candidate on all of them)")
-            p.add_argument("--eta", type=int, default=3, help="adaptive evaluation: keep the best 1/eta each round")
-            p.add_argument("--min-final", type=int, default=30,
+            p.add_argument("--eta", type=positive_int, default=3, help="adaptive evaluation: keep the best 1/eta each round")
+            p.add_argument("--min-final", type=positive_int, default=30,
                            help="adaptive evaluation: at least this many candidates reach all --val-images")
-            p.add_argument("--show-top", type=int, default=10)
-            p.add_argument("--top-best", type=int, default=0, help="train this many of the best with SGD")
-            p.add_argument("--top-best-steps", type=int, default=200)
+            p.add_argument("--show-top", type=positive_int, default=10)
+            p.add_argument("--top-best", type=nonnegative_int, default=0, help="train this many of the best with SGD")
+            p.add_argument("--top-best-steps", type=positive_int, default=200)
             p.add_argument("--combine", choices=("synflow",), default=None,
                            help="rank by the mean of the GHN's and the synflow proxy's ranks (on the "
                            "NAS-Bench-201 dev set it ranks better than either alone: bench/RESULTS.md)")
-            p.add_argument("--finetune-steps", type=int, default=0,
+            p.add_argument("--finetune-steps", type=nonnegative_int, default=0,
                            help="GHN+SGD-k: train each architecture's generated weights k SGD steps before "
                            "scoring it (0: generated weights as they are, the paper's score)")
             add_device_argument(p)
@@ -561,14 +562,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "ground truth (resumes, grows with --num-archs)")
     _space_args(p, Protocol.num_nodes, num_blocks=Protocol.num_blocks)
     p.add_argument("--out", required=True, help="results JSON file (e.g. bench/groundtruth/classification.json)")
-    p.add_argument("--num-archs", type=int, default=50)
-    p.add_argument("--train-images", type=int, default=Protocol.train_images,
+    p.add_argument("--num-archs", type=positive_int, default=50)
+    p.add_argument("--train-images", type=positive_int, default=Protocol.train_images,
                    help="first images of the training split")
-    p.add_argument("--epochs", type=int, default=Protocol.epochs)
-    p.add_argument("--batch-size", type=int, default=Protocol.batch_size)
-    p.add_argument("--lr", type=float, default=Protocol.lr)
-    p.add_argument("--val-images", type=int, default=Protocol.val_images)
-    p.add_argument("--repeats", type=int, default=Protocol.repeats,
+    p.add_argument("--epochs", type=positive_int, default=Protocol.epochs)
+    p.add_argument("--batch-size", type=positive_int, default=Protocol.batch_size)
+    p.add_argument("--lr", type=learning_rate, default=Protocol.lr)
+    p.add_argument("--val-images", type=positive_int, default=Protocol.val_images)
+    p.add_argument("--repeats", type=positive_int, default=Protocol.repeats,
                    help="SGD runs per architecture (seeds SEED, SEED+1, ...); its accuracy is their mean")
     p.add_argument("--shard", type=shard_argument, default=(0, 1),
                    help="r/n: train only architectures i with i %% n == r; n processes, one per shard, can "
@@ -585,17 +586,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "--space nb201 a CSV table with an 'arch' column")
     p.add_argument("--column", type=lambda t: [c for c in t.split(",") if c], default=["cifar10_test_200ep"],
                    help="nb201: the table's accuracy column(s) to rank against, comma-separated")
-    p.add_argument("--cells", type=int, default=0, help="nb201: only the table's first N cells (0: all)")
+    p.add_argument("--cells", type=nonnegative_int, default=0, help="nb201: only the table's first N cells (0: all)")
     p.add_argument("--baselines", type=lambda t: [c for c in t.split(",") if c],
                    default=["params", "flops", "synflow", "naswot"],
                    help="nb201: comma-separated baselines among params, flops, synflow, naswot ('' for none)")
-    p.add_argument("--val-images", type=int, default=1000, help="nb201: validation images a GHN scores on")
-    p.add_argument("--proxy-images", type=int, default=128, help="nb201: images of the NASWOT score")
-    p.add_argument("--channels", type=int, default=None,
+    p.add_argument("--val-images", type=positive_int, default=1000, help="nb201: validation images a GHN scores on")
+    p.add_argument("--proxy-images", type=positive_int, default=128, help="nb201: images of the NASWOT score")
+    p.add_argument("--channels", type=positive_int, default=None,
                    help="nb201: skeleton width a GHN scores cells in (default: the GHN's training width)")
-    p.add_argument("--cells-per-stage", type=int, default=None,
+    p.add_argument("--cells-per-stage", type=positive_int, default=None,
                    help="nb201: cells per stage a GHN scores cells in (default: the GHN's training skeleton)")
-    p.add_argument("--resamples", type=int, default=1000, help="nb201: bootstrap resamples of the intervals")
+    p.add_argument("--resamples", type=positive_int, default=1000, help="nb201: bootstrap resamples of the intervals")
     p.add_argument("--signal", choices=("accuracy", "loss"), default=None,
                    help="nb201: a GHN's score, validation accuracy or (negated) loss (default: loss)")
     p.add_argument("--ghn", action="append", default=[], metavar="[NAME=]PATH",
@@ -629,12 +630,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder: one run per variant, predictions.json, ablation.md, PNGs")
     p.add_argument("--study", action="append", choices=STUDIES, default=None,
                    help="repeat to choose several (default: all three)")
-    p.add_argument("--steps", type=int, default=300, help="training steps of every variant")
+    p.add_argument("--steps", type=positive_int, default=300, help="training steps of every variant")
     p.add_argument("--nodes", type=_int_list, default=[3, 5, 7, 11, 17], help="N of the nodes study")
     p.add_argument("--T", type=_int_list, default=[1, 3, 5], help="T of the propagation study")
-    p.add_argument("--block-channels", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--block-channels", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--lr", type=learning_rate, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quiet", action="store_true")
@@ -644,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "them with k random ground-truth architectures (paper Fig. 4; resumes)")
     p.add_argument("--groundtruth", required=True, help="results file of `ghn groundtruth` (protocol, random k)")
     p.add_argument("--ranking", required=True, help="ranking.json of `ghn search` at the protocol's shape")
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=positive_int, default=10)
     p.add_argument("--out", required=True, help="folder: trained.json, compare.md, compare.json, compare.png")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quiet", action="store_true")
@@ -655,17 +656,17 @@ def build_parser() -> argparse.ArgumentParser:
     _space_args(p, classification.EVAL_NODES)
     p.add_argument("--arch", help="file of architectures, one per line (see `ghn score`)")
     p.add_argument("--ranking", help="ranking.json of `ghn search`")
-    p.add_argument("--rank", type=int, default=0, help="which line / rank to train (0: the first / best)")
+    p.add_argument("--rank", type=nonnegative_int, default=0, help="which line / rank to train (0: the first / best)")
     p.add_argument("--out", required=True, help="run folder: checkpoint, log, final.pt, result.json")
-    p.add_argument("--epochs", type=int, default=FinalConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=FinalConfig.batch_size)
-    p.add_argument("--lr", type=float, default=FinalConfig.lr)
+    p.add_argument("--epochs", type=positive_int, default=FinalConfig.epochs)
+    p.add_argument("--batch-size", type=positive_int, default=FinalConfig.batch_size)
+    p.add_argument("--lr", type=learning_rate, default=FinalConfig.lr)
     p.add_argument("--drop-path", type=float, default=FinalConfig.drop_path)
     p.add_argument("--aux-weight", type=float, default=FinalConfig.aux_weight)
     p.add_argument("--cutout", type=int, default=FinalConfig.cutout)
-    p.add_argument("--train-images", type=int, default=None, help="first images of the training split (all)")
-    p.add_argument("--val-images", type=int, default=FinalConfig.val_images)
-    p.add_argument("--checkpoint-every", type=int, default=FinalConfig.checkpoint_every)
+    p.add_argument("--train-images", type=positive_int, default=None, help="first images of the training split (all)")
+    p.add_argument("--val-images", type=positive_int, default=FinalConfig.val_images)
+    p.add_argument("--checkpoint-every", type=positive_int, default=FinalConfig.checkpoint_every)
     p.add_argument("--warmup-epochs", type=float, default=FinalConfig.warmup_epochs,
                    help="linear warmup of the lr (scaled by the number of ranks) under torchrun")
     add_device_argument(p)

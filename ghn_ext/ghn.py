@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .checks import require_int
 from .graph import ArchGraph, GraphBatch, Node, as_graph_list
 from .io import atomic_save
 from .nets.anytime import AnytimeNetwork
@@ -33,6 +34,7 @@ from .ops.schedule import dag_schedule
 from .primitives import OP_INDEX, OP_NAMES, PRIMITIVES
 
 CHECKPOINT_FORMAT = "ghn_ext.ghn/1"
+MAX_PASSES = 1000  # propagation passes T: the paper uses 5; more only grows a buffer of 2*T*N rows
 _STRIDES, _SCALES = (1, 2, 4), (0, 32, 16, 8)
 NUM_FEATURES = len(OP_NAMES) + len(_STRIDES) + len(_SCALES) + 1
 # The op vocabulary of checkpoints that do not record theirs: everything before "norm_relu" was added
@@ -76,6 +78,9 @@ class GHNConfig:
     def __post_init__(self):
         if self.scheme not in SCHEMES:
             raise ValueError(f"unknown propagation scheme {self.scheme!r}; choose one of {SCHEMES}")
+        for name, low, high in (("hidden", 1, 4096), ("message_hidden", 1, 4096), ("hyper_hidden", 1, 4096),
+                                ("block_channels", 1, 1024), ("T", 1, MAX_PASSES), ("max_blocks", 1, 4096)):
+            require_int("GHN", name, getattr(self, name), low, high)
         object.__setattr__(self, "input_size", tuple(self.input_size))
         if self.kernel is None:
             object.__setattr__(self, "kernel", 3 if self.space == "nb201" else 7)
@@ -311,6 +316,9 @@ class GraphHyperNetwork(nn.Module):
             ghn.load_state_dict(remap_vocabulary(ckpt["state_dict"], ckpt.get("op_names", _LEGACY_OP_NAMES)))
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"checkpoint {path} does not hold a valid GHN: {exc}") from exc
+        bad = [name for name, p in ghn.state_dict().items() if not torch.isfinite(p).all()]
+        if bad:  # it would score every architecture alike (at chance) without a word
+            raise CheckpointError(f"checkpoint {path} holds non-finite values (NaN or inf) in {', '.join(bad)}")
         if space is not None and config.space != space:
             raise CheckpointError(f"checkpoint {path} is a GHN for the {config.space!r} space, "
                                   f"not {space!r}")

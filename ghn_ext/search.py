@@ -21,6 +21,7 @@ into the ranking: the same chunks give the same scores, so the ranking equals th
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -31,6 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .checks import require_int
 from .data import Split, TensorLoader, cifar10_splits
 from .distributed import DistContext, broadcast, deal, gather_lists
 from .evaluate import check_signal, network_accuracy, network_score_sum
@@ -65,6 +67,15 @@ class SearchConfig:
     seed: int = 0
     data_dir: Optional[str] = None
 
+    def __post_init__(self):
+        for name in ("num_archs", "num_nodes", "num_blocks", "cells_per_stage", "val_images", "min_final",
+                     "archs_per_batch", "image_batch"):
+            require_int("search", name, getattr(self, name), 1)
+        for name in ("min_images", "finetune_steps"):
+            require_int("search", name, getattr(self, name), 0)
+        if self.channels is not None:
+            require_int("search", "channels", self.channels, 1)
+
 
 def search_architectures(cfg: SearchConfig, space: str) -> list[ArchGraph]:
     """Architecture i of a search is drawn from a generator seeded by (seed, i): resumable, shardable."""
@@ -79,6 +90,17 @@ def describe(graph: ArchGraph) -> dict[str, Any]:
     counted = nb201.network(arch) if graph.space == "nb201" else graph
     return {"hash": graph.stable_hash(), "arch": arch, "params": count_params(counted),
             "flops": count_flops(counted)}
+
+
+def scorer_digest(ghn: GraphHyperNetwork, cfg: SearchConfig) -> str:
+    """What a search score depends on besides the architecture, the signal and the images: the GHN's
+    parameters and configuration and the BatchNorm batch. Records carry it, so that a folder rerun with
+    another GHN or batch rescores instead of reusing scores it did not compute."""
+    h = hashlib.sha256(json.dumps([asdict(ghn.config), cfg.image_batch], sort_keys=True).encode())
+    for name, t in sorted(ghn.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def halving_rounds(cfg: SearchConfig) -> list[tuple[int, int]]:
@@ -186,6 +208,7 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
     ghn.eval()
     signal = "accuracy" if cfg.finetune_steps else cfg.signal  # GHN+SGD-k scores the trained accuracy
     check_signal(signal)
+    scorer = scorer_digest(ghn, cfg)
 
     def score_part(start: int, stop: int, earlier: dict[str, dict[str, Any]]):
         """Scores over images [start, stop) added to those over [0, start) in `earlier` (by hash)."""
@@ -209,7 +232,7 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
                 if start:  # what the earlier round recorded, with the score over more images
                     rec = {k: v for k, v in earlier[g.stable_hash()].items() if k not in ("index", "combined")}
                 else:
-                    rec = {"finetune_steps": cfg.finetune_steps, "signal": signal, **describe(g)}
+                    rec = {"finetune_steps": cfg.finetune_steps, "signal": signal, "scorer": scorer, **describe(g)}
                     if cfg.combine:  # on the benchmark's network for a NAS-Bench-201 cell
                         rec["synflow"] = synflow(nb201.network(rec["arch"]) if space == "nb201" else g)
                 records.append({**rec, "images": stop, "score": score})
@@ -218,8 +241,10 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
 
     def reusable(images: int):
         # a record without finetune_steps predates GHN+SGD-k, one without a signal the loss signal, one
-        # without images the adaptive search (all of the search's images): plain accuracies
-        return lambda rec: (rec.get("finetune_steps", 0) == cfg.finetune_steps
+        # without images the adaptive search (all of the search's images): plain accuracies; one without
+        # a scorer cannot say which GHN made it and is scored again
+        return lambda rec: (rec.get("scorer") == scorer
+                            and rec.get("finetune_steps", 0) == cfg.finetune_steps
                             and rec.get("signal", "accuracy") == signal
                             and rec.get("images", cfg.val_images) == images
                             and (not cfg.combine or "synflow" in rec))

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from .checks import require_int
 from .data import TensorLoader, cifar10_splits
 from .distributed import DistContext, all_sum, deal, gather_lists, wrap_ddp
 from .evaluate import score_architectures
@@ -87,6 +88,15 @@ class TrainConfig:
     def __post_init__(self):
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema is a decay in [0, 1) (0: off), not {self.ema}")
+        for name in ("steps", "batch_size", "archs_per_step", "num_nodes", "num_blocks", "cells_per_stage",
+                     "checkpoint_every", "eval_archs", "eval_images"):
+            require_int("training", name, getattr(self, name), 1)
+        for name in ("snapshot_every", "eval_every"):
+            require_int("training", name, getattr(self, name), 0)
+        if self.channels is not None:
+            require_int("training", "channels", self.channels, 1)
+        if not (math.isfinite(self.lr) and 0.0 < self.lr <= 10.0):
+            raise ValueError(f"training lr must be in (0, 10], got {self.lr}")
 
     def ghn_config(self) -> GHNConfig:
         return GHNConfig(space=self.space, **self.ghn)

@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -385,3 +388,50 @@ def test_train_ema_out_of_range(tmp_path, data_dir, capsys):
 def test_show_bad_architecture_string(capsys):
     assert cli.main(["show", "--space", "nb201", "--arch", "|nor_conv_3x3~1|"]) == 2
     assert "not a NAS-Bench-201 string" in one_error_line(capsys, "show")
+
+
+# ------------------------------------------------------------------ numeric flags (issue 29)
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--out", "x", "--eval-archs", "0"], "argument --eval-archs: must be a positive integer, got 0"),
+    (["train", "--out", "x", "--checkpoint-every", "0"], "argument --checkpoint-every: must be a positive integer"),
+    (["train", "--out", "x", "--batch-size", "0"], "argument --batch-size: must be a positive integer"),
+    (["train", "--out", "x", "--block-channels", "0"], "argument --block-channels: must be a positive integer"),
+    (["train", "--out", "x", "--steps", "-3"], "argument --steps: must be a positive integer, got -3"),
+    (["train", "--out", "x", "--lr", "1e20"], r"argument --lr: must be a learning rate in \(0, 10\], got 1e20"),
+    (["train", "--out", "x", "--lr", "nan"], r"argument --lr: must be a learning rate in \(0, 10\], got nan"),
+    (["train", "--out", "x", "--channels", "0"], "argument --channels: must be a positive integer, got 0"),
+    (["train", "--out", "x", "--cells-per-stage", "-1"], "argument --cells-per-stage: must be a positive integer"),
+    (["search", "--out", "x", "--val-images", "-5"], "argument --val-images: must be a positive integer, got -5"),
+    (["search", "--out", "x", "--val-images", "0"], "argument --val-images: must be a positive integer, got 0"),
+    (["search", "--out", "x", "--num-archs", "-1"], "argument --num-archs: must be a positive integer, got -1"),
+    (["search", "--out", "x", "--min-images", "-1"], "argument --min-images: must be 0 or more, got -1"),
+    (["score", "--archs", "a", "--channels", "x"], "argument --channels: expected an integer, got 'x'"),
+])
+def test_numeric_flags_out_of_range_are_refused_naming_the_flag(argv, message, capsys):
+    """Issue 29: these ran into tracebacks, never-ending reruns or silently other values."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flag=st.sampled_from(["--steps", "--batch-size", "--archs-per-step", "--eval-archs", "--eval-images",
+                             "--checkpoint-every", "--snapshot-every", "--eval-every", "--channels",
+                             "--num-nodes", "--num-blocks", "--cells-per-stage", "--block-channels", "--T"]),
+       value=st.one_of(st.integers(-2 ** 70, 2 ** 70), st.sampled_from(["", "1.5", "0x10", "nan", "-0"])))
+def test_fuzz_train_numeric_flags_give_a_config_or_a_clear_refusal(flag, value, capsys):
+    """Any value of a numeric training flag either builds a valid training configuration or is
+    refused with exit code 2 and a message naming the flag: never a traceback."""
+    argv = ["train", "--out", "unused", flag, str(value)]
+    try:
+        args = cli.build_parser().parse_args(argv)
+    except SystemExit as exc:
+        assert exc.code == 2 and flag in capsys.readouterr().err
+        return
+    try:
+        cfg = cli._train_config(args)
+        cfg.ghn_config()
+    except ValueError as exc:  # caught by main: one line naming the field
+        assert flag.lstrip("-").replace("-", "_") in str(exc) or "T" in str(exc)

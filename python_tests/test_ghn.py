@@ -364,6 +364,28 @@ def test_load_checkpoint_with_broken_contents(tmp_path):
         GraphHyperNetwork.load(path)
 
 
+@pytest.mark.parametrize("field,value", [("T", 2 ** 62), ("T", 0), ("block_channels", 0), ("hidden", -1)])
+def test_load_checkpoint_with_absurd_sizes_is_refused(tmp_path, field, value):
+    """Issue 29: a ghn.pt whose config held T = 2**62 made `ghn score` segfault."""
+    ckpt = load_checkpoint_after_save(make_ghn(), tmp_path)
+    ckpt["config"][field] = value
+    path = tmp_path / "absurd.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=rf"GHN {field} must be an integer in \[1, \d+\], got {value}"):
+        GraphHyperNetwork.load(path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_load_checkpoint_with_non_finite_parameters_is_refused(tmp_path, bad):
+    """Issue 29: a NaN checkpoint ranked every architecture at 0.1 without a word."""
+    ckpt = load_checkpoint_after_save(make_ghn(), tmp_path)
+    ckpt["state_dict"]["hyper_in.weight"][0, 0] = bad
+    path = tmp_path / "nan.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="non-finite values .* in hyper_in.weight"):
+        GraphHyperNetwork.load(path)
+
+
 def load_checkpoint_after_save(ghn, tmp_path):
     path = tmp_path / "good.pt"
     ghn.save(path)

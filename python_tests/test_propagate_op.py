@@ -272,6 +272,33 @@ def test_error_shapes_and_T():
         propagate(make_h0(case.N, 4), case.block_ptr, case.graph_block_ptr, case.schedule, params, 1, "x")
 
 
+@pytest.mark.parametrize("T", [2 ** 61 + 1, 2 ** 62, 2 ** 63 - 1])
+def test_error_T_whose_buffer_overflows(T):
+    """Issue 29: 2*T*N wrapped around and the kernel wrote past a small buffer (a segfault)."""
+    case = HAND[2]
+    params = make_params(1, 4, 5)
+    with pytest.raises(ValueError, match="more than an int64 can count"):
+        call(case, params, make_h0(case.N, 4), T=T)
+    h, saved = call(case, params, make_h0(case.N, 4), T=1)
+    s = case.schedule
+    with pytest.raises(ValueError, match="more than an int64 can count"):  # an 8-row saved and a huge T
+        torch.ops.ghn_ext._propagate_backward.default(
+            torch.ones_like(h), h, saved[:8], case.block_ptr, case.graph_block_ptr, s.order, s.in_ptr, s.in_src,
+            s.out_ptr, s.out_dst, *params, T, True, True)
+
+
+def test_error_tensor_on_the_meta_device():
+    """Issue 29: one meta index tensor beside CPU tensors returned uninitialised memory."""
+    case = HAND[2]
+    params = make_params(1, 4, 5)
+    args = list(op_args(case, params, make_h0(case.N, 4)))
+    args[3] = args[3].to("meta")
+    with pytest.raises(ValueError, match="order is on meta but h0 is on cpu"):
+        torch.ops.ghn_ext.propagate.default(*args)
+    with pytest.raises(ValueError, match="h0 is on meta"):  # all on meta but one: named as well
+        torch.ops.ghn_ext.propagate.default(args[0].to("meta"), *args[1:])
+
+
 def test_error_too_few_parameter_sets():
     case = HAND[7]  # 3 blocks
     with pytest.raises(ValueError, match="2 parameter sets for graphs of 3 blocks"):

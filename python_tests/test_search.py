@@ -21,7 +21,7 @@ from ghn_ext.nets.network import count_flops, count_params  # noqa: E402
 from ghn_ext.search import SearchConfig, arch_from_record, run_search, search_architectures, top_best  # noqa: E402
 from ghn_ext.spaces import nb201  # noqa: E402
 
-FIELDS = {"index", "hash", "arch", "score", "finetune_steps", "params", "flops", "signal", "images"}
+FIELDS = {"index", "hash", "arch", "score", "finetune_steps", "params", "flops", "signal", "images", "scorer"}
 
 
 def tiny_ghn(space: str) -> GraphHyperNetwork:
@@ -129,6 +129,23 @@ def test_records_of_another_search_in_the_folder_are_not_reused(classification_s
     expected = [g.stable_hash() for g in search_architectures(other, "classification")]
     assert count_scoring == expected
     assert sorted(r["hash"] for r in ranking) == sorted(expected)
+
+
+def test_scores_of_another_ghn_or_image_count_in_the_folder_are_not_reused(classification_search, tmp_path,
+                                                                          count_scoring):
+    """Issue 29: a rerun into a folder made with another --ckpt printed the old GHN's ranking, and one
+    with --val-images 20 after 200 recorded 20 while the scores came from 200."""
+    ghn, cfg, out, uninterrupted = classification_search
+    (tmp_path / "scores.jsonl").write_text((out / "scores.jsonl").read_text())
+    other = tiny_ghn("classification")
+    with torch.no_grad():
+        other.hyper_in.weight.mul_(2.0)
+    ranking = run_search(other, cfg, tmp_path, progress=False)
+    assert len(count_scoring) == cfg.num_archs and ranking != uninterrupted
+    assert len({r["scorer"] for r in ranking} | {r["scorer"] for r in uninterrupted}) == 2
+    count_scoring.clear()
+    fewer = run_search(ghn, replace(cfg, val_images=50), tmp_path, progress=False)
+    assert len(count_scoring) == cfg.num_archs and {r["images"] for r in fewer} == {50}
 
 
 def test_arch_from_record_rebuilds_classification_architectures(classification_search):
@@ -269,3 +286,12 @@ def test_adaptive_search_scores_its_finalists_exactly_as_full_evaluation(data_di
     count_scoring.clear()
     assert run_search(ghn, cfg, tmp_path / "adaptive", progress=False) == ranking and count_scoring == []
 
+
+
+@pytest.mark.parametrize("field,value", [("num_archs", -1), ("num_archs", 0), ("val_images", -5), ("val_images", 0),
+                                         ("channels", 0), ("cells_per_stage", -1), ("min_images", -1),
+                                         ("archs_per_batch", 0), ("num_archs", 2.5)])
+def test_search_config_refuses_values_that_would_mean_something_else(field, value):
+    """Issue 29: --val-images -5 scored on 4,995 images, 0 scored 0.0, --num-archs -1 wrote an empty ranking."""
+    with pytest.raises(ValueError, match=f"search {field} must be an integer"):
+        SearchConfig(**{field: value})

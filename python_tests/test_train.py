@@ -381,6 +381,26 @@ def test_ema_outside_zero_to_one_is_refused(data_dir, ema):
         tiny(data_dir, ema=ema)
 
 
+@pytest.mark.parametrize("field,value", [("eval_archs", 0), ("checkpoint_every", 0), ("batch_size", 0), ("steps", -3),
+                                         ("channels", 0), ("cells_per_stage", -1), ("snapshot_every", -1)])
+def test_training_config_refuses_runs_that_could_never_finish(data_dir, field, value):
+    """Issue 29: --eval-archs 0 crashed in the final validation, before ghn.pt, on every rerun; the
+    others ended in tracebacks, or (--steps -3) said "ghn saved" and wrote nothing."""
+    with pytest.raises(ValueError, match=f"training {field} must be an integer"):
+        tiny(data_dir, **{field: value})
+
+
+@pytest.mark.parametrize("lr", [0.0, -1e-3, 1e20, float("nan"), float("inf")])
+def test_training_config_refuses_learning_rates_outside_zero_to_ten(data_dir, lr):
+    with pytest.raises(ValueError, match=r"training lr must be in \(0, 10\]"):
+        tiny(data_dir, lr=lr)
+
+
+def test_ghn_config_refuses_zero_block_channels(data_dir):
+    with pytest.raises(ValueError, match=r"GHN block_channels must be an integer in \[1, 1024\], got 0"):
+        tiny(data_dir, ghn={"block_channels": 0}).ghn_config()
+
+
 def test_nb201_space_trains(data_dir, tmp_path):
     cfg = tiny(data_dir, space="nb201", steps=2, channels=4, cells_per_stage=1, eval_every=0)
     trainer = Trainer(cfg, tmp_path)

@@ -177,12 +177,25 @@ def propagate(h0: Tensor, block_ptr: Tensor, graph_block_ptr: Tensor, schedule: 
 
 if HAS_EXTENSION:
 
+    _PROPAGATE_TENSOR_NAMES = ("block_ptr", "graph_block_ptr", "order", "in_ptr", "in_src", "out_ptr", "out_dst",
+                                "msg_w1", "msg_b1", "msg_w2", "msg_b2", "gru_w_ih", "gru_w_hh", "gru_b_ih",
+                                "gru_b_hh")
+
     @torch.library.register_fake("ghn_ext::propagate")
     def _propagate_fake(h0, block_ptr, graph_block_ptr, order, in_ptr, in_src, out_ptr, out_dst,
                         msg_w1, msg_b1, msg_w2, msg_b2, gru_w_ih, gru_w_hh, gru_b_ih, gru_b_hh, T,
                         forward_backward, pass_embedding):
         torch._check(h0.dim() == 2, lambda: f"propagate: h0 must have shape (N, D), got {tuple(h0.shape)}")
         torch._check(T >= 1, lambda: f"propagate: T must be at least 1, got {T}")
+        # reached for meta tensors: one meta index beside real tensors would otherwise return garbage
+        for name, t in zip(_PROPAGATE_TENSOR_NAMES, (block_ptr, graph_block_ptr, order, in_ptr, in_src, out_ptr,
+                                                     out_dst, msg_w1, msg_b1, msg_w2, msg_b2, gru_w_ih,
+                                                     gru_w_hh, gru_b_ih, gru_b_hh)):
+            if t.device != h0.device:
+                raise ValueError(f"propagate: {name} is on {t.device} but h0 is on {h0.device}")
+        if 2 * T * h0.shape[0] * max(1, h0.shape[1]) >= 2 ** 63:
+            raise ValueError(f"propagate: T = {T} passes over {h0.shape[0]} nodes would need a buffer of "
+                             "2*T*N*D values, more than an int64 can count")
         return h0.new_empty(h0.shape), h0.new_empty((2 * T * h0.shape[0], h0.shape[1]))
 
     @torch.library.register_fake("ghn_ext::_propagate_backward")
