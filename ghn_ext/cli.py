@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -15,13 +16,15 @@ from .data import DatasetError
 from .distributed import add_device_argument, distributed_run
 from .ghn import CheckpointError, GraphHyperNetwork
 from .graph import ArchGraph, GraphError
+from .io import FolderInUseError, run_folder
 from .final import FinalConfig
 from .groundtruth import Protocol, parse_shard, run_groundtruth
 from .spaces import SPACES, classification, make_sampler, nb201
 from .train import NonFiniteLossError, TrainConfig, Trainer
 
 # Everything a user can get wrong ends as one clear line, never a traceback.
-USER_ERRORS = (GraphError, CheckpointError, DatasetError, NonFiniteLossError, ValueError, FileNotFoundError)
+USER_ERRORS = (GraphError, CheckpointError, DatasetError, NonFiniteLossError, ValueError, FileNotFoundError,
+               FolderInUseError)
 
 
 def _space_args(p: argparse.ArgumentParser, num_nodes: int, num_blocks: int = 18) -> None:
@@ -52,8 +55,9 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    with distributed_run(a.device) as ctx:
-        trainer = Trainer(_train_config(a), a.out, ctx)
+    cfg = _train_config(a)
+    with distributed_run(a.device) as ctx, (run_folder(a.out) if ctx.is_main else contextlib.nullcontext()):
+        trainer = Trainer(cfg, a.out, ctx)
         resumed = not a.restart and trainer.resume()
         if resumed and ctx.is_main:
             print(f"resuming {a.out} at step {trainer.step}")
@@ -225,7 +229,7 @@ def cmd_search(a: argparse.Namespace) -> int:
     cfg = _search_config(a)
     rounds = halving_rounds(cfg)
     watch = Stopwatch()
-    with distributed_run(a.device) as ctx:
+    with distributed_run(a.device) as ctx, (run_folder(a.out) if ctx.is_main else contextlib.nullcontext()):
         if ctx.is_main:
             plan = " -> ".join(f"{n} on {k} images" for k, n in rounds)
             where = ctx.device if ctx.device.type != "cpu" or ctx.distributed else choose_threads()

@@ -6,10 +6,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from contextlib import contextmanager
+from typing import Any, BinaryIO, Callable, Iterator
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
@@ -63,3 +64,32 @@ def end_with_newline(path: str | Path) -> None:
             f.seek(-1, 2)
             if f.read(1) != b"\n":
                 f.write(b"\n")
+
+
+class FolderInUseError(RuntimeError):
+    """Another run holds the output folder."""
+
+
+@contextmanager
+def run_folder(path: str | Path) -> Iterator[Path]:
+    """Hold output folder `path` for one run: a second run meets a FolderInUseError naming the holder's
+    pid instead of interleaving its log, checkpoints or scores with the first's. The lock is the
+    operating system's (released on any exit, a crash included); temporary files of saves a kill
+    interrupted are removed once it is held."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock, owner = FileLock(str(folder / ".lock")), folder / ".lock.pid"
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = owner.read_text().strip() if owner.exists() else "unknown"
+        raise FolderInUseError(f"{folder} is in use by another run (pid {holder}); wait for it to finish "
+                               "or choose another output folder") from None
+    try:
+        owner.write_text(str(os.getpid()))
+        for stale in folder.glob("*.tmp"):  # atomic_write's temporaries: only a killed save leaves one
+            stale.unlink(missing_ok=True)
+        yield folder
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()

@@ -435,3 +435,27 @@ def test_fuzz_train_numeric_flags_give_a_config_or_a_clear_refusal(flag, value, 
         cfg.ghn_config()
     except ValueError as exc:  # caught by main: one line naming the field
         assert flag.lstrip("-").replace("-", "_") in str(exc) or "T" in str(exc)
+
+
+# ------------------------------------------------------------------ one run per folder (issue 29)
+
+def test_a_second_run_into_a_held_folder_is_refused_and_the_lock_survives_no_crash(tmp_path, capsys):
+    """Issue 29: two `ghn train` runs into one --out both exited 0 and the first model was lost. A holder
+    killed with SIGKILL leaves its lock behind as a file only: the next run takes the folder, and
+    removes the temporaries of the saves the kill interrupted."""
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ghn_ext.io import run_folder\n"
+                               "with run_folder(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)",
+                               str(out)], stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for argv in (["train", "--out", str(out), "--steps", "1"], ["search", "--out", str(out), "--num-archs", "1"]):
+            assert cli.main(argv) == 2
+            assert f"{out} is in use by another run (pid {holder.pid})" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    (out / "checkpoint.pt.x1y2.tmp").write_bytes(b"half a checkpoint")
+    from ghn_ext.io import run_folder
+    with run_folder(out):
+        assert not list(out.glob("*.tmp"))
