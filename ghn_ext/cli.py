@@ -75,8 +75,12 @@ def read_architectures(path: str | Path, space: str, num_blocks: int = 18, chann
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"architecture file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise GraphError(f"{path} is not a text file of architectures (byte {exc.start} is not UTF-8)") from None
     archs = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -91,7 +95,9 @@ def read_architectures(path: str | Path, space: str, num_blocks: int = 18, chann
             else:
                 archs.append(nb201.network(line, channels or 16, cells_per_stage))
         except (GraphError, json.JSONDecodeError) as exc:
-            raise GraphError(f"{path}:{lineno}: {exc}") from exc
+            message = str(exc)  # it may quote the line: a long one is cut, not echoed whole
+            raise GraphError(f"{path}:{lineno}: " + (message[:300] + " ... (cut)" if len(message) > 300 else message)
+                             ) from exc
         if archs[-1].space not in (space, "custom"):
             raise GraphError(f"{path}:{lineno}: a {archs[-1].space!r} architecture, but --space is {space!r}")
     if not archs:
@@ -248,9 +254,9 @@ def cmd_search(a: argparse.Namespace) -> int:
 
 def cmd_show(a: argparse.Namespace) -> int:
     from .nets.network import summary
-    if a.arch and Path(a.arch).is_file():
+    if a.arch is not None and Path(a.arch).is_file():
         graph = read_architectures(a.arch, a.space, a.num_blocks, a.channels, a.cells_per_stage)[0]
-    elif a.arch:
+    elif a.arch is not None:  # "" too: an empty string is a malformed cell, not a request for a random one
         graph = nb201.network(a.arch, a.channels or 16, a.cells_per_stage)
     else:
         graph = make_sampler(a.space, a.num_nodes, a.num_blocks, a.channels, a.cells_per_stage)(

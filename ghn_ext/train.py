@@ -247,7 +247,8 @@ class Trainer:
             raise NonFiniteLossError(
                 f"step {self.step}: loss is {loss.item()} on rank {self.ctx.rank} for architectures "
                 f"{[g.stable_hash() for g in archs]}; stopped without applying it "
-                f"(last checkpoint: {self.checkpoint_path})")
+                + (f"(last checkpoint: {self.checkpoint_path})" if self.checkpoint_path.exists()
+                   else "(no checkpoint written yet)"))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:

@@ -390,6 +390,26 @@ def test_show_bad_architecture_string(capsys):
     assert "not a NAS-Bench-201 string" in one_error_line(capsys, "show")
 
 
+def test_show_empty_architecture_string_is_an_error_not_a_random_cell(capsys):
+    """Issue 29: `ghn show --arch ""` showed a random architecture."""
+    assert cli.main(["show", "--space", "nb201", "--arch", ""]) == 2
+    assert "not a NAS-Bench-201 string" in one_error_line(capsys, "show")
+
+
+def test_score_file_that_is_binary_or_has_a_huge_bad_line(nb201_ghn, tmp_path, capsys):
+    """Issue 29: binary input gave a codec error without the file's name; a 10 MB bad line was echoed
+    whole into the error."""
+    binary = tmp_path / "archs.bin"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" * 10)
+    assert cli.main(["score", "--space", "nb201", "--ckpt", str(nb201_ghn), "--archs", str(binary)]) == 2
+    assert f"{binary} is not a text file of architectures" in one_error_line(capsys, "score")
+    huge = tmp_path / "huge.txt"
+    huge.write_text("|" + "x" * 10_000_000 + "|\n")
+    assert cli.main(["score", "--space", "nb201", "--ckpt", str(nb201_ghn), "--archs", str(huge)]) == 2
+    err = one_error_line(capsys, "score")
+    assert f"{huge}:1:" in err and err.rstrip().endswith("(cut)") and len(err) < 1000
+
+
 # ------------------------------------------------------------------ numeric flags (issue 29)
 
 @pytest.mark.parametrize("argv,message", [

@@ -512,6 +512,14 @@ def test_count_flops_formula_equals_torchs_flop_counter(space, size):
         assert count_flops(g, (3, size, size)) == sum(node_flops(g, (3, size, size))) > 0
 
 
+@pytest.mark.parametrize("classes", [0, -3])
+def test_a_classifier_without_classes_is_refused(classes):
+    """Issue 29: a classifier with 0 channels validated."""
+    g = ArchGraph([Node("input", 0, 3), Node("stem_conv", 0, 4), Node("classifier", 1, classes)], [(0, 1), (1, 2)])
+    with pytest.raises(GraphError, match="classifier.* needs a positive number of classes"):
+        infer_shapes(g)
+
+
 def test_count_flops_allocates_nothing_for_a_big_network():
     g = cls_space.imagenet_mobile_network(cls_space.Cell(("conv1x1",), ((0, 1),)), 64)
     flops = count_flops(g, (3, 224, 224))

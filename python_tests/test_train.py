@@ -381,6 +381,15 @@ def test_ema_outside_zero_to_one_is_refused(data_dir, ema):
         tiny(data_dir, ema=ema)
 
 
+def test_non_finite_loss_before_any_checkpoint_says_so(data_dir, tmp_path, monkeypatch):
+    """Issue 29: the NaN guard named a checkpoint file that did not exist."""
+    cross_entropy = F.cross_entropy
+    monkeypatch.setattr(T, "F", types.SimpleNamespace(
+        cross_entropy=lambda logits, y: cross_entropy(logits, y) * float("nan")))
+    with pytest.raises(NonFiniteLossError, match=r"step 0: .*\(no checkpoint written yet\)"):
+        Trainer(tiny(data_dir, checkpoint_every=1, eval_every=0), tmp_path).run(progress=False)
+
+
 @pytest.mark.parametrize("field,value", [("eval_archs", 0), ("checkpoint_every", 0), ("batch_size", 0), ("steps", -3),
                                          ("channels", 0), ("cells_per_stage", -1), ("snapshot_every", -1)])
 def test_training_config_refuses_runs_that_could_never_finish(data_dir, field, value):

@@ -52,6 +52,8 @@ def infer_shapes(graph: ArchGraph, input_size: tuple[int, int, int] = (3, 32, 32
             raise GraphError(f"node {v} ({node.op}) sums inputs of different shapes: {ins}")
         cin, h, w = ins[0].channels, ins[0].height, ins[0].width
         if prim.combine == "head":
+            if node.channels <= 0:
+                raise GraphError(f"node {v} (classifier) needs a positive number of classes, got {node.channels}")
             shapes[v] = NodeShape(node.channels, 1, 1)
             continue
         cout = cin if prim.keeps_channels else node.channels
