@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .checks import require_int
 from .graph import ArchGraph, GraphBatch, Node, as_graph_list
-from .io import atomic_save
+from .io import atomic_save, checksum_matches, with_checksum
 from .nets.anytime import AnytimeNetwork
 from .nets.network import ArchNetwork, infer_shapes, param_shapes
 from .ops.emit import emit_edge_weights, emit_weights
@@ -297,8 +297,9 @@ class GraphHyperNetwork(nn.Module):
         return cls(arch, self.config.input_size, weights=self(arch), track_running_stats=False)
 
     def save(self, path: str | Path, extra: Optional[dict[str, Any]] = None) -> None:
-        atomic_save({"format": CHECKPOINT_FORMAT, "config": asdict(self.config), "op_names": list(OP_NAMES),
-                     "state_dict": self.state_dict(), **(extra or {})}, path)
+        atomic_save(with_checksum({"format": CHECKPOINT_FORMAT, "config": asdict(self.config),
+                                   "op_names": list(OP_NAMES), "state_dict": self.state_dict(), **(extra or {})}),
+                    path)
 
     @classmethod
     def pretrained(cls, name: str, map_location="cpu") -> "GraphHyperNetwork":
@@ -364,4 +365,7 @@ def load_checkpoint(path: str | Path, map_location="cpu", fmt: str = CHECKPOINT_
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
         what = "GHN" if fmt == CHECKPOINT_FORMAT else fmt
         raise CheckpointError(f"{path} is not a ghn_ext {what} checkpoint")
+    if not checksum_matches(ckpt):
+        raise CheckpointError(f"checkpoint {path} is damaged: its contents do not match the checksum saved "
+                              "with them")
     return ckpt

@@ -2,6 +2,7 @@
 that processes sharing one results file hold while they re-read and rewrite it."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -30,6 +31,49 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
 def file_lock(path: str | Path) -> FileLock:
     """The lock (PATH.lock, beside `path`) held while re-reading and rewriting a shared results file."""
     return FileLock(f"{path}.lock")
+
+
+CHECKSUM_KEY = "sha256"
+
+
+def content_digest(obj: Any) -> str:
+    """SHA-256 of a checkpoint's contents (nested dicts and lists of tensors and plain values), in an
+    order that does not depend on how they were built: what a damaged file no longer matches."""
+    h = hashlib.sha256()
+
+    def feed(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            h.update(b"{")
+            for k in sorted(x, key=repr):
+                h.update(repr(k).encode())
+                feed(x[k])
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for item in x:
+                feed(item)
+            h.update(b"]")
+        else:
+            h.update(repr(x).encode())
+
+    feed(obj)
+    return h.hexdigest()
+
+
+def with_checksum(obj: dict) -> dict:
+    """`obj` with the digest of its contents under CHECKSUM_KEY (see :func:`checksum_matches`)."""
+    return {**obj, CHECKSUM_KEY: content_digest({k: v for k, v in obj.items() if k != CHECKSUM_KEY})}
+
+
+def checksum_matches(obj: dict) -> bool:
+    """False when `obj` records a digest its contents no longer match (flipped bytes that torch.load
+    read without complaint); True for files written before checkpoints carried one."""
+    recorded = obj.get(CHECKSUM_KEY)
+    return recorded is None or recorded == content_digest({k: v for k, v in obj.items() if k != CHECKSUM_KEY})
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

@@ -21,7 +21,6 @@ into the ranking: the same chunks give the same scores, so the ranking equals th
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -38,7 +37,7 @@ from .distributed import DistContext, broadcast, deal, gather_lists
 from .evaluate import check_signal, network_accuracy, network_score_sum
 from .ghn import GraphHyperNetwork
 from .graph import ArchGraph
-from .io import end_with_newline, write_json_atomic
+from .io import content_digest, end_with_newline, write_json_atomic
 from .nets.network import ArchNetwork, NodeWeights, count_flops, count_params
 from .progress import progress_bar
 from .proxies import synflow
@@ -96,11 +95,7 @@ def scorer_digest(ghn: GraphHyperNetwork, cfg: SearchConfig) -> str:
     """What a search score depends on besides the architecture, the signal and the images: the GHN's
     parameters and configuration and the BatchNorm batch. Records carry it, so that a folder rerun with
     another GHN or batch rescores instead of reusing scores it did not compute."""
-    h = hashlib.sha256(json.dumps([asdict(ghn.config), cfg.image_batch], sort_keys=True).encode())
-    for name, t in sorted(ghn.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return content_digest([asdict(ghn.config), cfg.image_batch, ghn.state_dict()])[:16]
 
 
 def halving_rounds(cfg: SearchConfig) -> list[tuple[int, int]]:

@@ -35,7 +35,7 @@ from .data import TensorLoader, cifar10_splits
 from .distributed import DistContext, all_sum, deal, gather_lists, wrap_ddp
 from .evaluate import score_architectures
 from .ghn import CheckpointError, GHNConfig, GraphHyperNetwork, resuming_from
-from .io import atomic_save, truncate_log
+from .io import atomic_save, checksum_matches, truncate_log, with_checksum
 from .nets.network import run_network
 from .oneshot import OneShotConfig, OneShotModel
 from .progress import progress_bar
@@ -200,7 +200,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         if self.ctx.is_main:
-            atomic_save(self.state(), self.checkpoint_path)
+            atomic_save(with_checksum(self.state()), self.checkpoint_path)
 
     def resume(self) -> bool:
         """Continue from out_dir/checkpoint.pt when it exists; False when starting fresh."""
@@ -210,6 +210,8 @@ class Trainer:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
             if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
                 raise CheckpointError("not a ghn_ext training checkpoint")
+            if not checksum_matches(state):
+                raise CheckpointError("damaged: its contents do not match the checksum saved with them")
             saved = TrainConfig.from_dict(state["config"])
             if saved.space != self.cfg.space:
                 raise CheckpointError(f"it trains the {saved.space!r} space, not {self.cfg.space!r}")

@@ -16,6 +16,7 @@ from torch.overrides import TorchFunctionMode
 from ghn_ext.ghn import (NUM_FEATURES, CheckpointError, EmissionPlan, GHNConfig, GraphHyperNetwork, atomic_save,
                          load_checkpoint, node_features)
 from ghn_ext.graph import ArchGraph, GraphBatch, Node
+from ghn_ext.io import with_checksum
 from ghn_ext.nets.network import ArchNetwork, Network, param_shapes
 from ghn_ext.ops import HAS_EXTENSION
 from ghn_ext.primitives import OP_INDEX, OP_NAMES, PRIMITIVES
@@ -359,7 +360,7 @@ def test_load_checkpoint_with_broken_contents(tmp_path):
     ckpt = load_checkpoint_after_save(ghn, tmp_path)
     del ckpt["state_dict"]["hyper_in.weight"]
     path = tmp_path / "broken.pt"
-    torch.save(ckpt, path)
+    torch.save(with_checksum(ckpt), path)  # written consistently: the contents are what is wrong
     with pytest.raises(CheckpointError, match="does not hold a valid GHN"):
         GraphHyperNetwork.load(path)
 
@@ -370,7 +371,7 @@ def test_load_checkpoint_with_absurd_sizes_is_refused(tmp_path, field, value):
     ckpt = load_checkpoint_after_save(make_ghn(), tmp_path)
     ckpt["config"][field] = value
     path = tmp_path / "absurd.pt"
-    torch.save(ckpt, path)
+    torch.save(with_checksum(ckpt), path)  # written consistently: the contents are what is wrong
     with pytest.raises(CheckpointError, match=rf"GHN {field} must be an integer in \[1, \d+\], got {value}"):
         GraphHyperNetwork.load(path)
 
@@ -381,7 +382,7 @@ def test_load_checkpoint_with_non_finite_parameters_is_refused(tmp_path, bad):
     ckpt = load_checkpoint_after_save(make_ghn(), tmp_path)
     ckpt["state_dict"]["hyper_in.weight"][0, 0] = bad
     path = tmp_path / "nan.pt"
-    torch.save(ckpt, path)
+    torch.save(with_checksum(ckpt), path)  # written consistently: the contents are what is wrong
     with pytest.raises(CheckpointError, match="non-finite values .* in hyper_in.weight"):
         GraphHyperNetwork.load(path)
 
@@ -431,12 +432,25 @@ def test_checkpoint_of_the_older_vocabulary_loads_and_generates_the_same_weights
     assert load_checkpoint(tmp_path / "new.pt")["op_names"] == list(OP_NAMES)
 
 
+@pytest.mark.parametrize("where", [0.5, 0.75, 0.9])
+def test_checkpoint_with_a_flipped_byte_is_refused(tmp_path, where):
+    """Issue 29: a checkpoint with flipped bytes loaded without complaint (torch.load reads a changed
+    tensor byte silently; the checksum saved with the contents does not match it)."""
+    path = tmp_path / "ghn.pt"
+    make_ghn().save(path)
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged|corrupt"):
+        GraphHyperNetwork.load(path)
+
+
 def test_checkpoint_naming_an_unknown_op_is_refused(tmp_path):
     path = tmp_path / "future.pt"
     make_ghn().save(path)
     ckpt = load_checkpoint(path)
     ckpt["op_names"] = ckpt["op_names"][:-1] + ["hyper_conv"]
-    torch.save(ckpt, path)
+    torch.save(with_checksum(ckpt), path)  # written consistently: the contents are what is wrong
     with pytest.raises(CheckpointError, match="ops this version does not know: \\['hyper_conv'\\]"):
         GraphHyperNetwork.load(path)
 
