@@ -138,8 +138,10 @@ def test_files_without_repeats_read_as_one_run(tmp_path):
 def test_repeats_must_be_positive(tmp_path, capsys):
     with pytest.raises(ValueError, match="at least one SGD run"):
         Protocol(repeats=0)
-    assert main(["groundtruth", "--out", str(tmp_path / "gt.json"), "--repeats", "0", "--quiet"]) == 2
-    assert "at least one SGD run" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # refused where the flag is parsed
+        main(["groundtruth", "--out", str(tmp_path / "gt.json"), "--repeats", "0", "--quiet"])
+    assert exc.value.code == 2
+    assert "argument --repeats: must be a positive integer, got 0" in capsys.readouterr().err
     assert not (tmp_path / "gt.json").exists()
 
 
