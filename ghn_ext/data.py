@@ -28,7 +28,7 @@ import torch
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "NUM_CLASSES", "DatasetError", "CIFAR10Arrays",
     "Split", "Splits", "resolve_data_dir", "load_cifar10", "clear_cache",
-    "cifar10_split_indices", "cifar10_splits", "normalize", "crop_flip", "cutout_",
+    "cifar10_split_indices", "cifar10_splits", "normalize", "network_input", "crop_flip", "cutout_",
     "TensorLoader",
 ]
 
@@ -68,7 +68,7 @@ class Split(NamedTuple):
         """The images normalised once, channels-last on `device` (the layout the networks run in), for
         scoring many networks on the same images: :func:`ghn_ext.evaluate.network_logits` takes them
         as they are instead of normalising every batch for every network."""
-        x = normalize(self.images.to(device)) if self.images.dtype == torch.uint8 else self.images.to(device)
+        x = network_input(self.images, device)
         return Split(x.contiguous(memory_format=torch.channels_last), self.labels.to(device))
 
 
@@ -193,6 +193,11 @@ def cifar10_splits(data_dir: str | os.PathLike | None = None, val_size: int = 5_
 
 
 # ----------------------------------------------------------------------------- batch ops
+
+def network_input(images: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 images normalised on `device`; images already normalised (:meth:`Split.prepared`) as they are."""
+    return normalize(images.to(device)) if images.dtype == torch.uint8 else images.to(device)
+
 
 def normalize(images: torch.Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> torch.Tensor:
     """uint8 (B, C, H, W) in [0, 255] -> float32 ``(x / 255 - mean) / std``."""

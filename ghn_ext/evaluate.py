@@ -8,17 +8,11 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .data import Split, normalize
+from .data import Split, network_input
 from .ghn import GraphHyperNetwork
 from .graph import ArchGraph
 from .nets.anytime import Exit, run_anytime
 from .nets.network import run_network
-
-
-def batch_images(images: torch.Tensor, device: str | torch.device) -> torch.Tensor:
-    """A batch of uint8 images normalised on `device`; images already normalised (Split.prepared) as
-    they are."""
-    return normalize(images).to(device) if images.dtype == torch.uint8 else images.to(device)
 
 
 @torch.inference_mode()  # the decorator, not a with-block: grad mode switches back at every yield
@@ -29,7 +23,7 @@ def network_logits(graph: ArchGraph, weights, split: Split, image_batch: int = 1
     GHN was trained, so batches should be large enough to estimate them (>= 100); with them (a trained
     ArchNetwork's running statistics) it runs in eval mode."""
     for start in range(0, len(split.labels), image_batch):
-        x = batch_images(split.images[start:start + image_batch], device)
+        x = network_input(split.images[start:start + image_batch], device)
         y = split.labels[start:start + image_batch].to(device)
         logits = run_network(graph, x, weights, norm_stats, training=norm_stats is None,
                              check_weights=start == 0)
@@ -88,7 +82,7 @@ def exit_accuracies(graph: ArchGraph, weights, split: Split, schedule: Sequence[
     in :func:`network_accuracy`)."""
     correct = [0] * len(schedule)
     for start in range(0, len(split.labels), image_batch):
-        x = normalize(split.images[start:start + image_batch]).to(device)
+        x = network_input(split.images[start:start + image_batch], device)
         y = split.labels[start:start + image_batch].to(device)
         for k, logits in enumerate(run_anytime(graph, x, weights, list(schedule), None, norm_stats,
                                                training=norm_stats is None)):
