@@ -56,7 +56,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_search(a: argparse.Namespace) -> int:
     from .anytime_search import score_anytime
     from .data import cifar10_splits
-    from .evaluate import curve_area
+    from .evaluate import IMAGE_BATCH, curve_area, scorer_digest
     from .ghn import GraphHyperNetwork
     from .io import write_json_atomic
     from .search import SearchConfig, score_resumably, search_architectures
@@ -68,12 +68,16 @@ def cmd_search(a: argparse.Namespace) -> int:
         ghn = GraphHyperNetwork.load(a.ckpt, space="anytime").to(ctx.device)
         ghn.eval()
         val = cifar10_splits(a.data_dir).val.head(a.val_images)
+        scorer = scorer_digest(ghn, IMAGE_BATCH)
 
         def score_chunk(chunk):
-            return [{**rec, "graph": g.to_dict()} for g, rec in zip(chunk, score_anytime(ghn, chunk, val, flops_range))]
+            return [{**rec, "graph": g.to_dict(), "images": a.val_images, "scorer": scorer}
+                    for g, rec in zip(chunk, score_anytime(ghn, chunk, val, flops_range, IMAGE_BATCH))]
 
+        # only curves this GHN drew on these images: another --ckpt or --val-images scores again
         records = score_resumably(archs, score_chunk, out, a.archs_per_batch, "area", "anytime search",
-                                  not a.quiet, ctx)
+                                  not a.quiet, ctx,
+                                  reusable=lambda rec: (rec.get("scorer"), rec.get("images")) == (scorer, a.val_images))
     if not ctx.is_main:
         return 0
     # areas from the recorded curves, so that a rerun with another --flops-range ranks by that range
@@ -156,7 +160,7 @@ def add_parser(sub) -> None:
     q.add_argument("--eval-images", type=positive_int, default=500)
     q.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
     add_device_argument(q)
-    q.set_defaults(func=cmd_train)
+    q.set_defaults(func=cmd_train, holds="out")
 
     q = verbs.add_parser("search", help="rank random anytime networks by their predicted area")
     common(q, "base width of the candidates and of the baseline that sets the default range")
@@ -168,7 +172,7 @@ def add_parser(sub) -> None:
     q.add_argument("--val-images", type=positive_int, default=5000)
     q.add_argument("--show-top", type=positive_int, default=10)
     add_device_argument(q)
-    q.set_defaults(func=cmd_search)
+    q.set_defaults(func=cmd_search, holds="out")
 
     q = verbs.add_parser("train-final", help="train the chosen network at the baseline's FLOPs, and the "
                          "baseline, with the same recipe; curves and areas")
@@ -182,4 +186,4 @@ def add_parser(sub) -> None:
     q.add_argument("--lr", type=learning_rate, default=0.1)
     q.add_argument("--train-images", type=positive_int, default=None, help="first images of the training split (all)")
     q.add_argument("--test-images", type=positive_int, default=None, help="first images of the test split (all)")
-    q.set_defaults(func=cmd_train_final)
+    q.set_defaults(func=cmd_train_final, holds="out")

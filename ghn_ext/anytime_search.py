@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Split, TensorLoader
-from .evaluate import curve_area, exit_accuracies
+from .evaluate import IMAGE_BATCH, curve_area, exit_accuracies
 from .ghn import CheckpointError, GraphHyperNetwork, load_checkpoint, resuming_from
 from .graph import ArchGraph, Node
 from .io import atomic_save
@@ -35,7 +35,7 @@ from .spaces import anytime
 
 @torch.no_grad()
 def score_anytime(ghn: GraphHyperNetwork, archs: Sequence[ArchGraph], split: Split,
-                  flops_range: tuple[float, float], image_batch: int = 100) -> list[dict[str, Any]]:
+                  flops_range: tuple[float, float], image_batch: int = IMAGE_BATCH) -> list[dict[str, Any]]:
     """Per architecture: its exits' cumulative FLOPs, their accuracies with generated weights on
     `split`, and the normalised area under that curve over `flops_range`."""
     device = next(ghn.parameters()).device

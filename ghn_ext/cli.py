@@ -13,10 +13,10 @@ from . import anytime_cli
 from .ablation import STUDIES
 from .cli_types import learning_rate, nonnegative_int, positive_int
 from .data import DatasetError
-from .distributed import add_device_argument, distributed_run
+from .distributed import add_device_argument, distributed_run, launched_as_main
 from .ghn import CheckpointError, GraphHyperNetwork
 from .graph import ArchGraph, GraphError
-from .io import FolderInUseError, run_folder
+from .io import InUseError, run_file, run_folder
 from .final import FinalConfig
 from .groundtruth import Protocol, parse_shard, run_groundtruth
 from .spaces import SPACES, classification, make_sampler, nb201
@@ -24,7 +24,7 @@ from .train import NonFiniteLossError, TrainConfig, Trainer
 
 # Everything a user can get wrong ends as one clear line, never a traceback.
 USER_ERRORS = (GraphError, CheckpointError, DatasetError, NonFiniteLossError, ValueError, FileNotFoundError,
-               FolderInUseError)
+               InUseError)
 
 
 def _space_args(p: argparse.ArgumentParser, num_nodes: int, num_blocks: int = 18) -> None:
@@ -56,7 +56,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
 
 def cmd_train(a: argparse.Namespace) -> int:
     cfg = _train_config(a)
-    with distributed_run(a.device) as ctx, (run_folder(a.out) if ctx.is_main else contextlib.nullcontext()):
+    with distributed_run(a.device) as ctx:
         trainer = Trainer(cfg, a.out, ctx)
         resumed = not a.restart and trainer.resume()
         if resumed and ctx.is_main:
@@ -133,15 +133,15 @@ def load_scoring_ghn(a: argparse.Namespace) -> GraphHyperNetwork:
     return ghn
 
 
-def _earlier_scores(path: Optional[str], signal: str, images: int) -> dict[str, dict]:
-    """The rows of an earlier `ghn score --output` run by hash, those of the same signal and images only
-    (lines cut short by a kill are skipped)."""
+def _earlier_scores(path: Optional[str], signal: str, images: int, scorer: str) -> dict[str, dict]:
+    """The rows of an earlier `ghn score --output` run by hash, those of the same signal, images and
+    scorer (ghn_ext.evaluate.scorer_digest) only; lines cut short by a kill are skipped."""
     rows: dict[str, dict] = {}
     if path and Path(path).is_file():
         for line in Path(path).read_text().splitlines():
             try:
                 row = json.loads(line)
-                if row.get("signal") == signal and row.get("images") == images:
+                if (row.get("signal"), row.get("images"), row.get("scorer")) == (signal, images, scorer):
                     rows[row["hash"]] = row
             except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
                 continue
@@ -153,13 +153,14 @@ def cmd_score(a: argparse.Namespace) -> int:
     batch is scored: a killed run keeps every score it printed, and a rerun scores only the others.
     At the end --output is rewritten with one row per architecture, in the order of --archs."""
     from .data import cifar10_splits
-    from .evaluate import score_architectures
+    from .evaluate import IMAGE_BATCH, score_architectures, scorer_digest
     from .io import atomic_write, end_with_newline
     from .progress import progress_bar
     from .timing import choose_threads
     ghn = load_scoring_ghn(a)
     archs = read_architectures(a.archs, a.space, a.num_blocks, a.channels, a.cells_per_stage)
-    done = _earlier_scores(a.output, a.signal, a.val_images)
+    scorer = scorer_digest(ghn, IMAGE_BATCH)
+    done = _earlier_scores(a.output, a.signal, a.val_images, scorer)
     todo = [g for g in archs if g.stable_hash() not in done]
     print(f"scoring {len(todo)} architecture(s) on {a.val_images} validation images with {choose_threads()}"
           + (f"; {len(archs) - len(todo)} scored before, read from {a.output}" if len(todo) < len(archs) else ""),
@@ -175,10 +176,10 @@ def cmd_score(a: argparse.Namespace) -> int:
         with progress_bar(len(archs), len(archs) - len(todo), desc="score", disable=a.quiet) as bar:
             for start in range(0, len(todo), a.archs_per_batch):
                 chunk = todo[start:start + a.archs_per_batch]
-                for g, score in zip(chunk, score_architectures(ghn, chunk, val, signal=a.signal)):
+                for g, score in zip(chunk, score_architectures(ghn, chunk, val, IMAGE_BATCH, a.signal)):
                     name = nb201.arch_string(g) if g.space == "nb201" else g.stable_hash()
                     row = {"arch": name, "hash": g.stable_hash(), "signal": a.signal, "images": a.val_images,
-                           "score": score}
+                           "scorer": scorer, "score": score}
                     done[row["hash"]] = row
                     bar.write(f"{score:.4f}  {name}", file=sys.stdout)
                     if output:
@@ -235,7 +236,7 @@ def cmd_search(a: argparse.Namespace) -> int:
     cfg = _search_config(a)
     rounds = halving_rounds(cfg)
     watch = Stopwatch()
-    with distributed_run(a.device) as ctx, (run_folder(a.out) if ctx.is_main else contextlib.nullcontext()):
+    with distributed_run(a.device) as ctx:
         if ctx.is_main:
             plan = " -> ".join(f"{n} on {k} images" for k, n in rounds)
             where = ctx.device if ctx.device.type != "cpu" or ctx.distributed else choose_threads()
@@ -518,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "0, nb201: 3000)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
     add_device_argument(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, holds="out")
 
     for name, helptext in (("score", "predicted accuracy of architectures listed in a file"),
                            ("search", "rank random architectures with a trained GHN")):
@@ -538,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "score":
             p.add_argument("--archs", required=True, help="file: one architecture per line")
             p.add_argument("--output", help="JSON-lines file for the scores")
-            p.set_defaults(func=cmd_score)
+            p.set_defaults(func=cmd_score, holds="output")
         else:
             p.add_argument("--out", required=True, help="search folder (resumes)")
             p.add_argument("--num-archs", type=positive_int, default=1000)
@@ -559,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="GHN+SGD-k: train each architecture's generated weights k SGD steps before "
                            "scoring it (0: generated weights as they are, the paper's score)")
             add_device_argument(p)
-            p.set_defaults(func=cmd_search)
+            p.set_defaults(func=cmd_search, holds="out")
 
     p = sub.add_parser("show", help="print an architecture's summary and render it")
     _space_args(p, classification.EVAL_NODES)
@@ -649,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_ablate)
+    p.set_defaults(func=cmd_ablate, holds="out")
 
     p = sub.add_parser("compare-top", help="train a search's top k under the ground-truth protocol and compare "
                        "them with k random ground-truth architectures (paper Fig. 4; resumes)")
@@ -659,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder: trained.json, compare.md, compare.json, compare.png")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_compare_top)
+    p.set_defaults(func=cmd_compare_top, holds="out")
 
     p = sub.add_parser("train-final", help="train a chosen architecture to the end (paper appendix 7.3: "
                        "cosine SGD, cutout, drop-path, auxiliary head; resumes)")
@@ -680,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=float, default=FinalConfig.warmup_epochs,
                    help="linear warmup of the lr (scaled by the number of ranks) under torchrun")
     add_device_argument(p)
-    p.set_defaults(func=cmd_train_final)
+    p.set_defaults(func=cmd_train_final, holds="out")
 
     anytime_cli.add_parser(sub)
 
@@ -691,14 +692,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, holds="out")
     return parser
+
+
+def _output_held(a: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The command's output (its --out folder or --output file, as its parser's `holds` says) held for
+    this run alone; under torchrun rank 0 holds it for all ranks."""
+    holds = getattr(a, "holds", None)
+    if not launched_as_main() or holds is None or getattr(a, holds) is None:
+        return contextlib.nullcontext()
+    return run_folder(a.out) if holds == "out" else run_file(a.output)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _output_held(args):
+            return args.func(args)
     except USER_ERRORS as exc:
         # one line: some messages (torch.load's on a damaged file) run over several
         message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -22,7 +22,7 @@ import json
 import math
 import time
 from statistics import NormalDist
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -33,7 +33,7 @@ from .data import Split
 from .evaluate import score_architectures
 from .graph import ArchGraph
 from .groundtruth import Protocol
-from .io import file_lock, write_json_atomic
+from .io import content_digest, file_lock, write_json_atomic
 from .progress import progress_bar
 from .search import train_briefly
 from .train import read_log
@@ -50,6 +50,7 @@ class Predictor:
     batch: int = 1
     score_many: Optional[Callable[[list[ArchGraph]], list[float]]] = None
     kind: str = ""  # "ghn" for a GHN's generated weights
+    source: str = ""  # what its scores depend on besides its name (a model's digest): a cache checks it
 
     def score_chunk(self, archs: list[ArchGraph]) -> list[float]:
         return self.score_many(archs) if self.score_many else [self.score(g) for g in archs]
@@ -65,11 +66,17 @@ def training_seconds(checkpoint: str | Path) -> float:
     return sum(r.get("seconds", 0.0) for r in read_log(log) if step is None or r.get("step", 0) < step)
 
 
+def model_source(model: torch.nn.Module, *settings: Any) -> str:
+    """A Predictor.source: the digest of a model's parameters and the settings it scores under."""
+    return content_digest([model.state_dict(), *settings])[:16]
+
+
 def model_predictor(name: str, model, val: Split, checkpoint: str | Path) -> Predictor:
     """Accuracy with a GHN's generated (or a one-shot model's shared) weights; the initial cost is the
     model's training time."""
     model.eval()
-    return Predictor(name, lambda g: score_architectures(model, [g], val)[0], training_seconds(checkpoint))
+    return Predictor(name, lambda g: score_architectures(model, [g], val)[0], training_seconds(checkpoint),
+                     source=model_source(model, len(val.labels)))
 
 
 def _suffix(protocol: Protocol, batch_stats: bool, seed: Optional[int]) -> str:
@@ -104,7 +111,8 @@ def finetuned_predictor(name: str, model, steps: int, protocol: Protocol, train:
         return train_briefly(g, train, val, steps, protocol.lr, protocol.batch_size,
                              seed=protocol.seed if seed is None else seed, init=init, batch_stats=batch_stats)
 
-    return Predictor(f"{name}+SGD-{steps}{_suffix(protocol, batch_stats, seed)}", score, training_seconds(checkpoint))
+    return Predictor(f"{name}+SGD-{steps}{_suffix(protocol, batch_stats, seed)}", score, training_seconds(checkpoint),
+                     source=model_source(model, asdict(protocol)))
 
 
 def top_half(true: np.ndarray) -> np.ndarray:
@@ -162,18 +170,22 @@ class PredictionCache:
             raise ValueError(f"prediction cache {self.path} is damaged; move it away to recompute") from None
         return data
 
-    def _add(self, name: str, initial_seconds: float, scores: dict[str, Any]) -> dict[str, Any]:
-        """Write `scores` into `name`'s entry of the file as it is now; returns that entry."""
+    def _add(self, predictor: Predictor, scores: dict[str, Any]) -> dict[str, Any]:
+        """Write `scores` into the predictor's entry of the file as it is now; returns that entry."""
         with self._lock:
             self.data = self._read()
-            entry = self.data.setdefault(name, {"scores": {}})
-            entry["initial_seconds"] = initial_seconds
+            entry = self.data.setdefault(predictor.name, {"scores": {}})
+            entry["initial_seconds"], entry["source"] = predictor.initial_seconds, predictor.source
             entry["scores"].update(scores)
             write_json_atomic(self.data, self.path)
         return entry
 
     def run(self, predictor: Predictor, archs: Sequence[ArchGraph], progress: bool = True) -> dict[str, Any]:
-        entry = self.data.get(predictor.name, {"scores": {}})
+        entry = self.data.get(predictor.name, {"scores": {}, "source": predictor.source})
+        if entry.get("source", "") != predictor.source:
+            raise ValueError(f"{self.path} holds scores of another {predictor.name!r} (another model or "
+                             "setting, or written before caches recorded theirs); name this one differently "
+                             "or use another output folder")
         todo = [g for g in archs if g.stable_hash() not in entry["scores"]]
         with progress_bar(len(archs), len(archs) - len(todo), predictor.name, not progress) as bar:
             for k in range(0, len(todo), predictor.batch):
@@ -183,11 +195,11 @@ class PredictionCache:
                     start = time.perf_counter()
                     scores = predictor.score_chunk(chunk)
                     seconds = (time.perf_counter() - start) / len(chunk)
-                    entry = self._add(predictor.name, predictor.initial_seconds,
-                                      {g.stable_hash(): {"score": s, "seconds": seconds} for g, s in zip(chunk, scores)})
+                    entry = self._add(predictor, {g.stable_hash(): {"score": s, "seconds": seconds}
+                                                  for g, s in zip(chunk, scores)})
                     bar.set_postfix(last=f"{scores[-1]:.3f}")
                 bar.update(min(predictor.batch, len(todo) - k))
-        return self._add(predictor.name, predictor.initial_seconds, {})
+        return self._add(predictor, {})
 
 
 def summarize(name: str, entry: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .correlate import PredictionCache, Predictor, scatter_plot, training_seconds
+from .correlate import PredictionCache, Predictor, model_source, scatter_plot, training_seconds
 from .data import Split, normalize
-from .evaluate import score_architectures
+from .evaluate import IMAGE_BATCH, score_architectures
 from .ghn import GraphHyperNetwork
 from .graph import ArchGraph
 from .io import write_json_atomic
@@ -47,7 +47,8 @@ def ghn_predictor(name: str, ghn: GraphHyperNetwork, checkpoint: str | Path, val
         return score_architectures(ghn, cells, val, signal=signal)
 
     return Predictor(f"{name} ({signal}, {len(val.labels)} images, {cells_per_stage} cells/stage, {channels} ch)",
-                     lambda g: score_many([g])[0], training_seconds(checkpoint), batch, score_many, kind="ghn")
+                     lambda g: score_many([g])[0], training_seconds(checkpoint), batch, score_many, kind="ghn",
+                     source=model_source(ghn, IMAGE_BATCH))
 
 
 def baseline_predictor(kind: str, proxy_images: Optional[Split] = None, seed: int = 0) -> Predictor:

@@ -71,6 +71,11 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+def launched_as_main() -> bool:
+    """Whether this process is rank 0 of a torchrun launch, or was not launched by torchrun."""
+    return _env_int("RANK", 0) == 0
+
+
 def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistContext:
     """Join the torchrun process group (once per process) and return this process's context.
 

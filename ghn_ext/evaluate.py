@@ -3,6 +3,7 @@ accuracy of every exit and the area under the accuracy-FLOPs curve."""
 from __future__ import annotations
 
 import bisect
+from dataclasses import asdict
 from typing import Optional, Sequence
 
 import torch
@@ -11,12 +12,15 @@ import torch.nn.functional as F
 from .data import Split, network_input
 from .ghn import GraphHyperNetwork
 from .graph import ArchGraph
+from .io import content_digest
 from .nets.anytime import Exit, run_anytime
 from .nets.network import run_network
 
+IMAGE_BATCH = 100  # images per forward pass, and so per BatchNorm statistics: part of what a score means
+
 
 @torch.inference_mode()  # the decorator, not a with-block: grad mode switches back at every yield
-def network_logits(graph: ArchGraph, weights, split: Split, image_batch: int = 100,
+def network_logits(graph: ArchGraph, weights, split: Split, image_batch: int = IMAGE_BATCH,
                    device: str | torch.device = "cpu", norm_stats=None):
     """(logits, labels) of `graph` with `weights`, batch by batch over `split` (the last exit's logits
     for an anytime network). Without `norm_stats` BatchNorm uses each batch's statistics, as when the
@@ -30,7 +34,7 @@ def network_logits(graph: ArchGraph, weights, split: Split, image_batch: int = 1
         yield (logits[-1] if isinstance(logits, list) else logits), y
 
 
-def network_accuracy(graph: ArchGraph, weights, split: Split, image_batch: int = 100,
+def network_accuracy(graph: ArchGraph, weights, split: Split, image_batch: int = IMAGE_BATCH,
                      device: str | torch.device = "cpu", norm_stats=None) -> float:
     """Top-1 accuracy of `graph` on `split` with `weights` (BatchNorm as in :func:`network_logits`)."""
     correct = sum(int((logits.argmax(1) == y).sum())
@@ -51,7 +55,7 @@ def check_signal(signal: str) -> None:
 
 
 def network_score_sum(graph: ArchGraph, weights, split: Split, signal: str = "accuracy",
-                      image_batch: int = 100, device: str | torch.device = "cpu") -> float:
+                      image_batch: int = IMAGE_BATCH, device: str | torch.device = "cpu") -> float:
     """The `signal` summed over the images of `split`: correct predictions, or the negated cross-entropy
     (BatchNorm as in :func:`network_logits`). A sum, so that scores over consecutive parts of a
     validation set add up to the score over all of it (adaptive search scores in parts)."""
@@ -64,8 +68,15 @@ def network_score_sum(graph: ArchGraph, weights, split: Split, signal: str = "ac
 
 
 @torch.inference_mode()
+def scorer_digest(ghn: GraphHyperNetwork, image_batch: int) -> str:
+    """What a score depends on besides the architecture, the signal and the images: the GHN's parameters
+    and configuration and the BatchNorm batch. Cached scores carry it, so that a rerun with another GHN
+    or batch rescores instead of reusing scores it did not compute."""
+    return content_digest([asdict(ghn.config), image_batch, ghn.state_dict()])[:16]
+
+
 def score_architectures(ghn: GraphHyperNetwork, archs: Sequence[ArchGraph], split: Split,
-                        image_batch: int = 100, signal: str = "accuracy") -> list[float]:
+                        image_batch: int = IMAGE_BATCH, signal: str = "accuracy") -> list[float]:
     """The `signal` score of each architecture (mean over `split`) with weights generated for all of
     them in one batch."""
     check_signal(signal)
@@ -76,7 +87,7 @@ def score_architectures(ghn: GraphHyperNetwork, archs: Sequence[ArchGraph], spli
 
 
 @torch.no_grad()
-def exit_accuracies(graph: ArchGraph, weights, split: Split, schedule: Sequence[Exit], image_batch: int = 100,
+def exit_accuracies(graph: ArchGraph, weights, split: Split, schedule: Sequence[Exit], image_batch: int = IMAGE_BATCH,
                     device: str | torch.device = "cpu", norm_stats=None) -> list[float]:
     """Top-1 accuracy of every exit of an anytime network on `split`, in schedule order (BatchNorm as
     in :func:`network_accuracy`)."""

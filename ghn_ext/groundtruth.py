@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 from .data import Split, cifar10_splits
 from .graph import ArchGraph
-from .io import file_lock, write_json_atomic
+from .io import file_lock, run_file, write_json_atomic
 from .progress import progress_bar
 from .search import describe, train_briefly
 from .spaces import make_sampler
@@ -141,9 +141,17 @@ def run_groundtruth(protocol: Protocol, path: str | Path, num_archs: int, data_d
     ``shard=(r, n)`` only those with index % n == r, so n processes can share the work and the file."""
     path = Path(path)
     rank, world = shard
+    with run_file(path, f"shard{rank}of{world}" if world > 1 else ""):
+        return _fill_groundtruth(protocol, path, num_archs, data_dir, progress, rank, world)
+
+
+def _fill_groundtruth(protocol: Protocol, path: Path, num_archs: int, data_dir: Optional[str], progress: bool,
+                      rank: int, world: int) -> list[dict[str, Any]]:
     lock = file_lock(path)
     with lock:
         results = _finished(path, protocol)
+        if not path.exists():  # the protocol first: a shard started under another one is refused at once
+            write_json_atomic({"protocol": asdict(protocol), "results": {}}, path)
     archs = groundtruth_architectures(protocol, num_archs)
     mine = [i for i in range(num_archs) if i % world == rank]
     todo = [i for i in mine if archs[i].stable_hash() not in results]

@@ -7,7 +7,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
+import contextlib
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from typing import Any, BinaryIO, Callable, Iterator
 
 import torch
@@ -110,30 +112,59 @@ def end_with_newline(path: str | Path) -> None:
                 f.write(b"\n")
 
 
-class FolderInUseError(RuntimeError):
-    """Another run holds the output folder."""
+class InUseError(RuntimeError):
+    """Another run holds the output folder or file."""
 
 
 @contextmanager
-def run_folder(path: str | Path) -> Iterator[Path]:
-    """Hold output folder `path` for one run: a second run meets a FolderInUseError naming the holder's
-    pid instead of interleaving its log, checkpoints or scores with the first's. The lock is the
-    operating system's (released on any exit, a crash included); temporary files of saves a kill
-    interrupted are removed once it is held."""
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    lock, owner = FileLock(str(folder / ".lock")), folder / ".lock.pid"
+def _held(lock_path: Path, busy: str) -> Iterator[None]:
+    """Hold the operating system's lock at `lock_path` (released on any exit, a crash included), its
+    holder's pid beside it; a second holder meets an InUseError: `busy`, naming the first's pid."""
+    lock, owner = FileLock(str(lock_path)), Path(f"{lock_path}.pid")
     try:
         lock.acquire(timeout=0)
     except Timeout:
         holder = owner.read_text().strip() if owner.exists() else "unknown"
-        raise FolderInUseError(f"{folder} is in use by another run (pid {holder}); wait for it to finish "
-                               "or choose another output folder") from None
+        raise InUseError(f"{busy} (pid {holder}); wait for it to finish or choose another output") from None
     try:
         owner.write_text(str(os.getpid()))
-        for stale in folder.glob("*.tmp"):  # atomic_write's temporaries: only a killed save leaves one
-            stale.unlink(missing_ok=True)
-        yield folder
+        yield
     finally:
         owner.unlink(missing_ok=True)
         lock.release()
+
+
+@contextmanager
+def run_folder(path: str | Path) -> Iterator[Path]:
+    """Hold output folder `path` for one run: a second run meets an InUseError naming the holder's pid
+    instead of interleaving its log, checkpoints or scores with the first's. Temporary files of saves a
+    kill interrupted are removed once it is held; a folder this run created and left empty (a refused
+    setting) is removed again."""
+    folder = Path(path)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with _held(folder / ".lock", f"{folder} is in use by another run"):
+            for stale in folder.glob("*.tmp"):  # atomic_write's temporaries: only a killed save leaves one
+                stale.unlink(missing_ok=True)
+            yield folder
+    finally:
+        if created and {p.name for p in folder.iterdir()} <= {".lock"}:  # a run refused before any output
+            (folder / ".lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+@contextmanager
+def run_file(path: str | Path, part: str = "") -> Iterator[Path]:
+    """Hold output file `path` (or one `part` of it, a shard that several runs fill side by side) for one
+    run, as :func:`run_folder` holds a folder. Temporary files of interrupted saves are removed under
+    the file's write lock (:func:`file_lock`), where no other part's save can be in flight."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    what = f"{path}" + (f" ({part})" if part else "")
+    with _held(Path(f"{path}.run{'.' + part if part else ''}.lock"), f"{what} is being written by another run"):
+        with file_lock(path):
+            for stale in path.parent.glob(f"{glob_escape(path.name)}.*.tmp"):
+                stale.unlink(missing_ok=True)
+        yield path

@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from .checks import require_int
 from .data import Split, TensorLoader, cifar10_splits
 from .distributed import DistContext, broadcast, deal, gather_lists
-from .evaluate import check_signal, network_accuracy, network_score_sum
+from .evaluate import IMAGE_BATCH, check_signal, network_accuracy, network_score_sum, scorer_digest
 from .ghn import GraphHyperNetwork
 from .graph import ArchGraph
-from .io import content_digest, end_with_newline, write_json_atomic
+from .io import end_with_newline, write_json_atomic
 from .nets.network import ArchNetwork, NodeWeights, count_flops, count_params
 from .progress import progress_bar
 from .proxies import synflow
@@ -58,7 +58,7 @@ class SearchConfig:
     eta: int = 3                   # each round keeps the best 1/eta on eta times as many images
     min_final: int = 30            # ...but at least this many reach the last round (all images)
     archs_per_batch: int = 4       # architectures whose weights are generated together
-    image_batch: int = 100          # BatchNorm uses batch statistics; 100 stays cache-resident
+    image_batch: int = IMAGE_BATCH  # BatchNorm uses batch statistics; 100 stays cache-resident
     finetune_steps: int = 0        # GHN+SGD-k: SGD steps on the generated weights before scoring
     finetune_lr: float = 0.05      # their learning rate (cosine to zero over the k steps, batch 64)
     signal: str = "accuracy"       # the score: validation "accuracy" or "loss" (negated) with generated weights
@@ -89,13 +89,6 @@ def describe(graph: ArchGraph) -> dict[str, Any]:
     counted = nb201.network(arch) if graph.space == "nb201" else graph
     return {"hash": graph.stable_hash(), "arch": arch, "params": count_params(counted),
             "flops": count_flops(counted)}
-
-
-def scorer_digest(ghn: GraphHyperNetwork, cfg: SearchConfig) -> str:
-    """What a search score depends on besides the architecture, the signal and the images: the GHN's
-    parameters and configuration and the BatchNorm batch. Records carry it, so that a folder rerun with
-    another GHN or batch rescores instead of reusing scores it did not compute."""
-    return content_digest([asdict(ghn.config), cfg.image_batch, ghn.state_dict()])[:16]
 
 
 def halving_rounds(cfg: SearchConfig) -> list[tuple[int, int]]:
@@ -203,7 +196,7 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
     ghn.eval()
     signal = "accuracy" if cfg.finetune_steps else cfg.signal  # GHN+SGD-k scores the trained accuracy
     check_signal(signal)
-    scorer = scorer_digest(ghn, cfg)
+    scorer = scorer_digest(ghn, cfg.image_batch)
 
     def score_part(start: int, stop: int, earlier: dict[str, dict[str, Any]]):
         """Scores over images [start, stop) added to those over [0, start) in `earlier` (by hash)."""

@@ -99,3 +99,31 @@ def test_bad_flops_range_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         cli.main(["anytime", "search", "--ckpt", "a", "--out", "b", "--flops-range", "5"])
     assert "expected LO,HI" in capsys.readouterr().err
+
+
+def test_search_rescores_curves_of_another_ghn_or_image_count(tmp_path, data_dir, monkeypatch):
+    """Issue 29: anytime search records did not say which GHN drew them on how many images, so a rerun
+    with another --ckpt or --val-images ranked the old curves."""
+    import ghn_ext.anytime_search as anytime_search
+    from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
+
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        GraphHyperNetwork(GHNConfig(space="anytime", block_channels=8, T=1)).save(tmp_path / f"ghn{seed}.pt")
+    scored = []
+    real = anytime_search.score_anytime
+    monkeypatch.setattr(anytime_search, "score_anytime",
+                        lambda ghn, archs, *a, **kw: scored.extend(archs) or real(ghn, archs, *a, **kw))
+
+    def search(ckpt, images):
+        assert cli.main(["anytime", "search", "--ckpt", str(tmp_path / ckpt), "--out", str(tmp_path / "search"),
+                         "--num-archs", "2", "--val-images", str(images), "--baseline-layers", "2",
+                         "--channels", "4", "--data-dir", data_dir, "--quiet"]) == 0
+        return len(scored)
+
+    assert search("ghn0.pt", 20) == 2
+    assert search("ghn0.pt", 20) == 2  # read back
+    assert search("ghn0.pt", 40) == 4  # other images: scored again
+    assert search("ghn1.pt", 40) == 6  # another GHN: scored again
+    ranking = json.loads((tmp_path / "search" / "ranking.json").read_text())["ranking"]
+    assert all(r["images"] == 40 for r in ranking) and len({r["scorer"] for r in ranking}) == 1

@@ -459,18 +459,30 @@ def test_fuzz_train_numeric_flags_give_a_config_or_a_clear_refusal(flag, value, 
 
 # ------------------------------------------------------------------ one run per folder (issue 29)
 
+def hold_in_another_process(hold: str, path) -> subprocess.Popen:
+    """A process that holds `path` with ghn_ext.io's `hold` (e.g. "run_folder(p)") until killed."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path\n"
+                               "from ghn_ext.io import run_file, run_folder\np = Path(sys.argv[1])\n"
+                               f"with {hold}:\n    print('held', flush=True); time.sleep(60)", str(path)],
+                              stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+FOLDER_WRITERS = [["train"], ["search"], ["train-final", "--arch", "a.txt"], ["ablate", "--groundtruth", "g.json"],
+                  ["compare-top", "--groundtruth", "g.json", "--ranking", "r.json"], ["demo"], ["anytime", "train"],
+                  ["anytime", "search", "--ckpt", "g.pt"], ["anytime", "train-final", "--ranking", "r.json"]]
+
+
 def test_a_second_run_into_a_held_folder_is_refused_and_the_lock_survives_no_crash(tmp_path, capsys):
-    """Issue 29: two `ghn train` runs into one --out both exited 0 and the first model was lost. A holder
-    killed with SIGKILL leaves its lock behind as a file only: the next run takes the folder, and
-    removes the temporaries of the saves the kill interrupted."""
+    """Issue 29: two `ghn train` runs into one --out both exited 0 and the first model was lost; so for
+    every verb that writes a run folder. A holder killed with SIGKILL leaves its lock behind as a file
+    only: the next run takes the folder, and removes the temporaries of the saves the kill interrupted."""
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ghn_ext.io import run_folder\n"
-                               "with run_folder(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)",
-                               str(out)], stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+    holder = hold_in_another_process("run_folder(p)", out)
     try:
-        assert holder.stdout.readline().strip() == "held"
-        for argv in (["train", "--out", str(out), "--steps", "1"], ["search", "--out", str(out), "--num-archs", "1"]):
-            assert cli.main(argv) == 2
+        for argv in FOLDER_WRITERS:
+            assert cli.main([*argv, "--out", str(out)]) == 2, argv
             assert f"{out} is in use by another run (pid {holder.pid})" in capsys.readouterr().err
     finally:
         holder.kill()
@@ -479,3 +491,45 @@ def test_a_second_run_into_a_held_folder_is_refused_and_the_lock_survives_no_cra
     from ghn_ext.io import run_folder
     with run_folder(out):
         assert not list(out.glob("*.tmp"))
+
+
+def test_a_second_score_into_a_held_output_file_is_refused(nb201_ghn, tmp_path, capsys):
+    """Issue 29: two `ghn score --output F` at once interleaved their rows in F."""
+    archs, scores = tmp_path / "archs.txt", tmp_path / "scores.jsonl"
+    archs.write_text(NB201_ARCHS[0] + "\n")
+    holder = hold_in_another_process("run_file(p)", scores)
+    try:
+        assert cli.main(["score", "--space", "nb201", "--ckpt", str(nb201_ghn), "--archs", str(archs),
+                         "--output", str(scores)]) == 2
+        assert f"{scores} is being written by another run (pid {holder.pid})" in one_error_line(capsys, "score")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not scores.exists()
+
+
+def test_score_rescores_rows_of_another_ghn(nb201_ghn, data_dir, tmp_path, capsys):
+    """Issue 29: a rerun into an --output written with another GHN printed that GHN's scores."""
+    import torch
+    other = tmp_path / "other.pt"
+    ghn = GraphHyperNetwork.load(nb201_ghn)
+    with torch.no_grad():
+        for p in ghn.parameters():
+            p.add_(0.05)
+    ghn.save(other)
+    archs, scores = tmp_path / "archs.txt", tmp_path / "scores.jsonl"
+    archs.write_text("\n".join(NB201_ARCHS) + "\n")
+
+    def score(ckpt):
+        assert cli.main(["score", "--space", "nb201", "--ckpt", str(ckpt), "--archs", str(archs), "--channels", "4",
+                         "--cells-per-stage", "1", "--val-images", "100", "--data-dir", data_dir, "--quiet",
+                         "--output", str(scores)]) == 0
+        return capsys.readouterr().err, [json.loads(line) for line in scores.read_text().splitlines()]
+
+    _, first = score(nb201_ghn)
+    err, again = score(nb201_ghn)
+    assert "2 scored before" in err and again == first
+    err, rows = score(other)
+    assert "scored before" not in err
+    assert {r["scorer"] for r in rows} != {r["scorer"] for r in first}
+    assert [r["score"] for r in rows] != [r["score"] for r in first]

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from ghn_ext.cli import main
 from ghn_ext.correlate import PredictionCache, Predictor, correlate, markdown_table, pearson_interval, rank_correlations
@@ -223,3 +224,31 @@ def test_cli_finetuned_rows_and_their_errors(data_dir, tmp_path, capsys):
     assert "| tiny+SGD-1, SGD seed 5 |" in printed and "| SGD-1, SGD seed 5 |" in printed
     assert main(args + ["--finetune-steps", "1"]) == 2
     assert "give --ghn or --oneshot" in capsys.readouterr().err
+
+
+def test_a_cache_refuses_scores_of_another_model_under_the_same_name(tmp_path):
+    """Issue 29: `ghn correlate --ghn NAME=other.pt` into a folder scored with NAME=first.pt reused the
+    first GHN's scores. A predictor's source (its model's digest) is recorded and checked."""
+    archs, _ = fake_records(2)
+    path = tmp_path / "predictions.json"
+    PredictionCache(path).run(Predictor("ghn", lambda g: 0.5, source="aaaa"), archs, progress=False)
+    again = PredictionCache(path).run(Predictor("ghn", lambda g: pytest.fail("rescored"), source="aaaa"), archs,
+                                      progress=False)
+    assert {s["score"] for s in again["scores"].values()} == {0.5}
+    with pytest.raises(ValueError, match="holds scores of another 'ghn'"):
+        PredictionCache(path).run(Predictor("ghn", lambda g: 0.25, source="bbbb"), archs, progress=False)
+    data = json.loads(path.read_text())
+    del data["ghn"]["source"]  # written before caches recorded their source
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="written before caches recorded theirs"):
+        PredictionCache(path).run(Predictor("ghn", lambda g: 0.25, source="aaaa"), archs, progress=False)
+
+
+def test_model_source_follows_the_parameters_and_settings():
+    from ghn_ext.correlate import model_source
+    model = torch.nn.Linear(2, 2)
+    first = model_source(model, 100)
+    assert model_source(model, 100) == first and model_source(model, 200) != first
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert model_source(model, 100) != first

@@ -6,6 +6,7 @@ real CIFAR-10) keeps every run to a second or two.
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ def test_other_protocol_is_refused(data_dir, tmp_path):
     run_groundtruth(TINY, path, 1, data_dir, progress=False)
     before = path.read_text()
     with pytest.raises(ValueError, match="another protocol"):
-        run_groundtruth(Protocol(**{**TINY.__dict__, "epochs": 2}), path, 2, data_dir, progress=False)
+        run_groundtruth(replace(TINY, epochs=2), path, 2, data_dir, progress=False)
     assert path.read_text() == before
 
 
@@ -170,3 +171,26 @@ def test_retraining_with_the_next_seed_merges_as_a_repeat(data_dir, tmp_path):
     # a retraining file of another protocol is not mixed in
     other = subprocess.run(retrain + ["--epochs", "2"], capture_output=True, text=True)
     assert other.returncode != 0 and "use another --out" in other.stderr
+
+
+def test_a_shard_is_filled_by_one_run_at_a_time(data_dir, tmp_path, monkeypatch):
+    """Issue 29: two runs of one shard trained the same architectures side by side. A shard another
+    process holds is refused naming its pid; the other shards go on."""
+    from ghn_ext.io import InUseError, run_file
+    path = tmp_path / "gt.json"
+    with run_file(path, "shard0of2"):
+        with pytest.raises(InUseError, match=rf"{path} \(shard0of2\) is being written by another run \(pid \d+\)"):
+            run_groundtruth(TINY, path, 2, data_dir, progress=False, shard=(0, 2))
+        run_groundtruth(TINY, path, 2, data_dir, progress=False, shard=(1, 2))
+    assert [r["index"] for r in load_groundtruth(path)[1]] == [1]
+
+
+def test_the_protocol_is_written_first_so_another_is_refused_before_training(data_dir, tmp_path, monkeypatch):
+    """A run under another protocol that starts while the first trains its first architecture is
+    refused at once, not after training one of its own."""
+    path = tmp_path / "gt.json"
+    assert run_groundtruth(TINY, path, 0, data_dir, progress=False) == []
+    assert load_groundtruth(path) == (TINY, [])
+    monkeypatch.setattr(G, "train_briefly", lambda *a, **k: pytest.fail("trained under a refused protocol"))
+    with pytest.raises(ValueError, match="another protocol"):
+        run_groundtruth(replace(TINY, epochs=2), path, 1, data_dir, progress=False)
