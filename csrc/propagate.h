@@ -29,8 +29,9 @@ PropagatePlan check_propagate_args(const at::Tensor& h0, const at::Tensor& block
                                    const at::Tensor& out_ptr, const at::Tensor& out_dst,
                                    at::TensorList params, int64_t T);
 
-// Rows of the saved buffer, 2*T*N, or a ValueError when 2*T*N*D overflows int64 (T is user input).
-int64_t saved_rows(int64_t T, int64_t N, int64_t D);
+// Rows of the saved buffer, 2*T*N, or a ValueError when its size in bytes, 2*T*N*D*itemsize,
+// overflows int64 (T is user input).
+int64_t saved_rows(int64_t T, int64_t N, int64_t D, int64_t itemsize);
 
 // The backward's extra checks: grad like h, saved of shape (2*T*N, D) with h's dtype and device.
 void check_propagate_backward_args(const PropagatePlan& plan, const at::Tensor& grad,

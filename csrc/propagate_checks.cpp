@@ -40,14 +40,16 @@ void check_ptr(const std::vector<int64_t>& ptr, const char* name, int64_t last, 
 
 }  // namespace
 
-int64_t saved_rows(int64_t T, int64_t N, int64_t D) {
-  // 2*T*N rows of D values: T comes from users and checkpoints, so the product is checked, not assumed
-  uint64_t rows = 0, elements = 0;
+int64_t saved_rows(int64_t T, int64_t N, int64_t D, int64_t itemsize) {
+  // 2*T*N rows of D values: T comes from users and checkpoints, so the product is checked, not assumed,
+  // up to the bytes torch must be able to count for the buffer
+  uint64_t rows = 0, elements = 0, bytes = 0;
   const bool overflows = c10::mul_overflows(uint64_t(2) * uint64_t(T), uint64_t(N), &rows) ||
                          c10::mul_overflows(rows, uint64_t(std::max<int64_t>(D, 1)), &elements) ||
-                         elements > uint64_t(std::numeric_limits<int64_t>::max());
+                         c10::mul_overflows(elements, uint64_t(itemsize), &bytes) ||
+                         bytes > uint64_t(std::numeric_limits<int64_t>::max());
   TORCH_CHECK_VALUE(!overflows, "propagate: T = ", T, " passes over ", N, " nodes of size ", D,
-                    " would need a buffer of 2*T*N*D values, more than an int64 can count");
+                    " would need a buffer of 2*T*N*D values, more bytes than an int64 can count");
   return int64_t(rows);
 }
 
@@ -65,7 +67,7 @@ PropagatePlan check_propagate_args(const at::Tensor& h0, const at::Tensor& block
   PropagatePlan plan;
   plan.N = h0.size(0);
   plan.D = h0.size(1);
-  saved_rows(T, plan.N, plan.D);
+  saved_rows(T, plan.N, plan.D, h0.element_size());
   for (int k = 0; k < 8; ++k) {
     TORCH_CHECK_TYPE(params[k].scalar_type() == h0.scalar_type(), "propagate: ", names[k], " has dtype ",
                      python_dtype(params[k].scalar_type()), " but h0 has ", python_dtype(h0.scalar_type()));
@@ -147,7 +149,7 @@ void check_propagate_backward_args(const PropagatePlan& plan, const at::Tensor& 
                     "propagate backward: grad must match h (", python_tuple(h.sizes()), ", ",
                     python_dtype(h.scalar_type()), "), got ", python_tuple(grad_h.sizes()), ", ",
                     python_dtype(grad_h.scalar_type()));
-  const int64_t rows = saved_rows(T, plan.N, plan.D);
+  const int64_t rows = saved_rows(T, plan.N, plan.D, h.element_size());
   TORCH_CHECK_VALUE(saved.dim() == 2 && saved.size(0) == rows && saved.size(1) == plan.D &&
                         saved.scalar_type() == h.scalar_type() && saved.device() == h.device(),
                     "propagate backward: saved must have shape (2*T*N, D) = (", rows, ", ",

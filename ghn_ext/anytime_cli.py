@@ -16,7 +16,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .cli_types import learning_rate, nonnegative_int, positive_int
+from .cli_types import learning_rate, nonnegative_int, positive_int, seed
 from .distributed import add_device_argument, distributed_run
 from .train import TrainConfig, Trainer
 
@@ -139,7 +139,7 @@ def add_parser(sub) -> None:
     def common(q, channels_help):
         q.add_argument("--channels", type=positive_int, default=16, help=channels_help)
         q.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: $GHN_DATA_DIR)")
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--seed", type=seed, default=0)
         q.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def baseline_args(q):
@@ -154,7 +154,7 @@ def add_parser(sub) -> None:
     q.add_argument("--steps", type=positive_int, default=1000)
     q.add_argument("--batch-size", type=positive_int, default=64)
     q.add_argument("--lr", type=learning_rate, default=1e-3)
-    q.add_argument("--T", type=int, default=5)
+    q.add_argument("--T", type=positive_int, default=5)
     q.add_argument("--block-channels", type=positive_int, default=32)
     q.add_argument("--eval-archs", type=positive_int, default=8)
     q.add_argument("--eval-images", type=positive_int, default=500)

@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .checks import require_training_recipe
 from .data import Split, TensorLoader
 from .evaluate import IMAGE_BATCH, curve_area, exit_accuracies
 from .ghn import CheckpointError, GraphHyperNetwork, load_checkpoint, resuming_from
@@ -105,6 +106,9 @@ class AnytimeTrainConfig:
     train_images: Optional[int] = None
     seed: int = 0
 
+    def __post_init__(self):
+        require_training_recipe("anytime training", self)
+
 
 CHECKPOINT_FORMAT = "ghn_ext.anytime_final/1"
 
@@ -121,9 +125,7 @@ def train_anytime(graph: ArchGraph, cfg: AnytimeTrainConfig, train: Split, test:
     train = train.head(cfg.train_images)
     loader = TensorLoader(train.images, train.labels, cfg.batch_size, shuffle=True, augment=True,
                           drop_last=True, seed=cfg.seed)
-    steps = cfg.epochs * len(loader)
-    if steps < 1:
-        raise ValueError(f"{cfg.epochs} epochs of {len(loader)} batches: nothing to train")
+    steps = cfg.epochs * len(loader)  # >= 1: the config has epochs, the loader refuses to hold no batch
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [steps // 2, (3 * steps) // 4], gamma=0.1)
     step, loss = 0, torch.tensor(math.nan)

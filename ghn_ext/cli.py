@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from . import anytime_cli
 from .ablation import STUDIES
-from .cli_types import learning_rate, nonnegative_int, positive_int
+from .cli_types import fraction, int_list, learning_rate, nonnegative_int, nonnegative_real, positive_int, seed
 from .data import DatasetError
 from .distributed import add_device_argument, distributed_run, launched_as_main
 from .ghn import CheckpointError, GraphHyperNetwork
@@ -34,7 +34,7 @@ def _space_args(p: argparse.ArgumentParser, num_nodes: int, num_blocks: int = 18
     p.add_argument("--channels", type=positive_int, default=None, help="initial width (32 classification, 16 nb201)")
     p.add_argument("--cells-per-stage", type=positive_int, default=5, help="NAS-Bench-201 cells per stage")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: $GHN_DATA_DIR)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -453,13 +453,6 @@ def cmd_train_final(a: argparse.Namespace) -> int:
     return 0
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def _index_range(text: str) -> tuple[int, Optional[int]]:
     start, sep, stop = text.partition(":")
     try:
@@ -500,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--archs-per-step", type=positive_int, default=1)
     p.add_argument("--lr", type=learning_rate, default=1e-3)
-    p.add_argument("--ema", type=float, default=0.0,
+    p.add_argument("--ema", type=fraction, default=0.0,
                    help="keep an exponential moving average of the parameters with this decay (e.g. 0.998) "
                         "and save it instead of the last step's; 0: off")
     p.add_argument("--T", type=positive_int, default=5, help="propagation passes")
@@ -614,15 +607,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a trained GHN (ghn.pt); repeat to compare several")
     p.add_argument("--oneshot", metavar="[NAME=]PATH",
                    help="a trained one-shot model (oneshot.pt from `ghn train --model oneshot`)")
-    p.add_argument("--sgd-steps", type=_int_list, default=[], help="comma-separated k of SGD-k, e.g. 1,2,9,100")
-    p.add_argument("--finetune-steps", type=_int_list, default=[],
+    p.add_argument("--sgd-steps", type=int_list(positive_int), default=[], help="comma-separated k of SGD-k, e.g. 1,2,9,100")
+    p.add_argument("--finetune-steps", type=int_list(nonnegative_int), default=[],
                    help="comma-separated k of NAME+SGD-k: the weights of each --ghn (and of --oneshot) "
                    "trained k more SGD steps, then scored")
     p.add_argument("--batch-stats", action="store_true",
                    help="evaluate SGD-k and NAME+SGD-k networks with each validation batch's BatchNorm "
                    "statistics, as the GHN's score is, not with running averages that a few steps barely "
                    "move; their rows are named '... (batch stats)'")
-    p.add_argument("--sgd-seed", type=int, default=None,
+    p.add_argument("--sgd-seed", type=seed, default=None,
                    help="seed of the SGD-k and NAME+SGD-k runs (image order; SGD-k's initial weights too); "
                    "default: the ground truth's. Rows of another seed are named '..., SGD seed S', so "
                    "runs of several seeds show how much a few steps' randomness moves a ranking")
@@ -642,12 +635,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", action="append", choices=STUDIES, default=None,
                    help="repeat to choose several (default: all three)")
     p.add_argument("--steps", type=positive_int, default=300, help="training steps of every variant")
-    p.add_argument("--nodes", type=_int_list, default=[3, 5, 7, 11, 17], help="N of the nodes study")
-    p.add_argument("--T", type=_int_list, default=[1, 3, 5], help="T of the propagation study")
+    p.add_argument("--nodes", type=int_list(positive_int), default=[3, 5, 7, 11, 17], help="N of the nodes study")
+    p.add_argument("--T", type=int_list(positive_int), default=[1, 3, 5], help="T of the propagation study")
     p.add_argument("--block-channels", type=positive_int, default=32)
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--lr", type=learning_rate, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_ablate, holds="out")
@@ -672,13 +665,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=FinalConfig.epochs)
     p.add_argument("--batch-size", type=positive_int, default=FinalConfig.batch_size)
     p.add_argument("--lr", type=learning_rate, default=FinalConfig.lr)
-    p.add_argument("--drop-path", type=float, default=FinalConfig.drop_path)
-    p.add_argument("--aux-weight", type=float, default=FinalConfig.aux_weight)
-    p.add_argument("--cutout", type=int, default=FinalConfig.cutout)
+    p.add_argument("--drop-path", type=fraction, default=FinalConfig.drop_path)
+    p.add_argument("--aux-weight", type=nonnegative_real, default=FinalConfig.aux_weight)
+    p.add_argument("--cutout", type=nonnegative_int, default=FinalConfig.cutout)
     p.add_argument("--train-images", type=positive_int, default=None, help="first images of the training split (all)")
     p.add_argument("--val-images", type=positive_int, default=FinalConfig.val_images)
     p.add_argument("--checkpoint-every", type=positive_int, default=FinalConfig.checkpoint_every)
-    p.add_argument("--warmup-epochs", type=float, default=FinalConfig.warmup_epochs,
+    p.add_argument("--warmup-epochs", type=nonnegative_real, default=FinalConfig.warmup_epochs,
                    help="linear warmup of the lr (scaled by the number of ranks) under torchrun")
     add_device_argument(p)
     p.set_defaults(func=cmd_train_final, holds="out")
@@ -696,6 +689,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _first_line(exc: BaseException) -> str:
+    # some messages (torch.load's on a damaged file) run over several lines
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is an allocation that failed (sizes too large for this machine), not a bug."""
+    import torch
+    text = str(exc)
+    return (isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text
+            or "Storage size calculation overflowed" in text)
+
+
 def _output_held(a: argparse.Namespace) -> contextlib.AbstractContextManager:
     """The command's output (its --out folder or --output file, as its parser's `holds` says) held for
     this run alone; under torchrun rank 0 holds it for all ranks."""
@@ -711,9 +717,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with _output_held(args):
             return args.func(args)
     except USER_ERRORS as exc:
-        # one line: some messages (torch.load's on a damaged file) run over several
-        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"ghn {args.command}: error: {message}", file=sys.stderr)
+        print(f"ghn {args.command}: error: {_first_line(exc)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise  # a bug: its traceback
+        print(f"ghn {args.command}: error: out of memory ({_first_line(exc)}); try smaller sizes "
+              "(--channels, --batch-size, --archs-per-batch ...)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ghn {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)

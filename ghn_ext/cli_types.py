@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Callable
+
+from .checks import MAX_SEED
 
 
 def _integer(text: str) -> int:
@@ -13,26 +16,54 @@ def _integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def positive_int(text: str) -> int:
+MAX_COUNT = 2 ** 31 - 1  # counts beyond this (steps, images, channels) can only exhaust the machine
+
+
+def _bounded(text: str, low: int, high: int, what: str) -> int:
     value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be {what} in [{low}, {high}], got {value}")
     return value
 
 
+def positive_int(text: str) -> int:
+    return _bounded(text, 1, MAX_COUNT, "a positive integer")
+
+
 def nonnegative_int(text: str) -> int:
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return _bounded(text, 0, MAX_COUNT, "an integer")
+
+
+def seed(text: str) -> int:
+    return _bounded(text, 0, MAX_SEED, "a seed")
+
+
+def fraction(text: str) -> float:
+    """A probability or decay in [0, 1)."""
+    return _real(text, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+
+
+def nonnegative_real(text: str) -> float:
+    return _real(text, lambda v: v >= 0.0, "a finite number >= 0")
+
+
+def int_list(item: Callable[[str], int]) -> Callable[[str], list[int]]:
+    """Comma-separated integers, each checked by `item` (positive_int, nonnegative_int)."""
+    def parse(text: str) -> list[int]:
+        return [item(x.strip()) for x in text.split(",") if x.strip()]
+    return parse
+
+
+def _real(text: str, ok: Callable[[float], bool], allowed: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
     return value
 
 
 def learning_rate(text: str) -> float:
     """A learning rate in (0, 10]: larger ones only overflow the optimiser's state."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and 0.0 < value <= 10.0):
-        raise argparse.ArgumentTypeError(f"must be a learning rate in (0, 10], got {text}")
-    return value
+    return _real(text, lambda v: 0.0 < v <= 10.0, "a learning rate in (0, 10]")

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checks import require_training_recipe
 from .data import TensorLoader, cifar10_splits
 from .distributed import DistContext, all_sum, gather_lists, wrap_ddp
 from .evaluate import network_accuracy
@@ -59,6 +60,9 @@ class FinalConfig:
     grad_clip: float = 5.0
     seed: int = 0
     checkpoint_every: int = 200          # steps
+
+    def __post_init__(self):
+        require_training_recipe("final training", self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FinalConfig":

@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 from .data import Split, cifar10_splits
 from .graph import ArchGraph
+from .checks import require_int, require_training_recipe
 from .io import file_lock, run_file, write_json_atomic
 from .progress import progress_bar
 from .search import describe, train_briefly
@@ -51,8 +52,11 @@ class Protocol:
     repeats: int = 1             # SGD runs per architecture (seeds seed, seed+1, ...); accuracy: their mean
 
     def __post_init__(self):
-        if self.repeats < 1:
+        if not (isinstance(self.repeats, int) and self.repeats >= 1):
             raise ValueError(f"a ground truth needs at least one SGD run per architecture, got repeats={self.repeats}")
+        require_training_recipe("ground truth", self)
+        for name in ("num_nodes", "num_blocks", "channels", "cells_per_stage"):
+            require_int("ground truth", name, getattr(self, name), 1)
 
     @property
     def steps(self) -> int:

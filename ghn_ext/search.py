@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .checks import require_int
+from .checks import MAX_SEED, require_int, require_number
 from .data import Split, TensorLoader, cifar10_splits
 from .distributed import DistContext, broadcast, deal, gather_lists
 from .evaluate import IMAGE_BATCH, check_signal, network_accuracy, network_score_sum, scorer_digest
@@ -74,6 +74,8 @@ class SearchConfig:
             require_int("search", name, getattr(self, name), 0)
         if self.channels is not None:
             require_int("search", "channels", self.channels, 1)
+        require_int("search", "seed", self.seed, 0, MAX_SEED)
+        require_number("search", "finetune_lr", self.finetune_lr, 0.0, 10.0, low_open=True)
 
 
 def search_architectures(cfg: SearchConfig, space: str) -> list[ArchGraph]:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .checks import require_int
+from .checks import MAX_SEED, require_int
 from .data import TensorLoader, cifar10_splits
 from .distributed import DistContext, all_sum, deal, gather_lists, wrap_ddp
 from .evaluate import score_architectures
@@ -95,6 +95,7 @@ class TrainConfig:
             require_int("training", name, getattr(self, name), 0)
         if self.channels is not None:
             require_int("training", "channels", self.channels, 1)
+        require_int("training", "seed", self.seed, 0, MAX_SEED)
         if not (math.isfinite(self.lr) and 0.0 < self.lr <= 10.0):
             raise ValueError(f"training lr must be in (0, 10], got {self.lr}")
 

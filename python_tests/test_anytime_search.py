@@ -91,8 +91,10 @@ def test_train_anytime_runs_the_recipe():
     out = train_anytime(g, AnytimeTrainConfig(epochs=2, batch_size=16), random_split(32), random_split(20, 1))
     assert out["steps"] == 4 and len(out["exit_acc"]) == 2 == len(out["exit_flops"])
     assert all(0 <= a <= 1 for a in out["exit_acc"]) and out["final_loss"] == out["final_loss"]
-    with pytest.raises(ValueError, match="nothing to train"):
-        train_anytime(g, AnytimeTrainConfig(epochs=0, batch_size=16), random_split(32), random_split(20))
+    with pytest.raises(ValueError, match="no batches: 32 samples, batch_size=64"):  # fewer images than a batch
+        train_anytime(g, AnytimeTrainConfig(epochs=1, batch_size=64), random_split(32), random_split(20))
+    with pytest.raises(ValueError, match="anytime training epochs must be an integer >= 1, got 0"):
+        AnytimeTrainConfig(epochs=0)
 
 
 def test_ghn_trains_on_random_size_anytime_networks(tmp_path, data_dir):

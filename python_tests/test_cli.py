@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
 from ghn_ext import cli, demo  # noqa: E402
 from ghn_ext.ghn import GraphHyperNetwork  # noqa: E402
 from ghn_ext.spaces import SPACES, classification, nb201  # noqa: E402
-from ghn_ext.train import read_log  # noqa: E402
+from ghn_ext.train import TrainConfig, read_log  # noqa: E402
 
 VERBS = {"train", "score", "search", "show", "demo", "groundtruth", "correlate", "train-final", "ablate",
          "compare-top", "anytime"}
@@ -380,8 +380,19 @@ def test_train_without_data(tmp_path, capsys):
 
 
 def test_train_ema_out_of_range(tmp_path, data_dir, capsys):
-    assert cli.main(train_argv(tmp_path / "run", data_dir, "classification", 2, "--ema", "1")) == 2
-    assert "ema is a decay in [0, 1) (0: off), not 1.0" in one_error_line(capsys, "train")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(train_argv(tmp_path / "run", data_dir, "classification", 2, "--ema", "1"))
+    assert exc.value.code == 2
+    assert "argument --ema: must be a number in [0, 1), got 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match=r"ema is a decay in \[0, 1\) \(0: off\), not 1.0"):  # the API's own check
+        TrainConfig(ema=1.0)
+
+
+def test_a_run_refused_after_parsing_leaves_no_folder_behind(tmp_path, data_dir, capsys):
+    """The output folder is held before the command runs; a setting refused then leaves nothing."""
+    assert cli.main(train_argv(tmp_path / "run", data_dir, "classification", 2, "--T", "1001")) == 2
+    assert "T must be an integer in [1, 1000]" in one_error_line(capsys, "train")
     assert not (tmp_path / "run").exists()
 
 
@@ -413,19 +424,19 @@ def test_score_file_that_is_binary_or_has_a_huge_bad_line(nb201_ghn, tmp_path, c
 # ------------------------------------------------------------------ numeric flags (issue 29)
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "--out", "x", "--eval-archs", "0"], "argument --eval-archs: must be a positive integer, got 0"),
-    (["train", "--out", "x", "--checkpoint-every", "0"], "argument --checkpoint-every: must be a positive integer"),
+    (["train", "--out", "x", "--eval-archs", "0"], r"argument --eval-archs: must be a positive integer in \[1, 2147483647\], got 0"),
+    (["train", "--out", "x", "--checkpoint-every", "0"], "argument --checkpoint-every: must be a positive integer in"),
     (["train", "--out", "x", "--batch-size", "0"], "argument --batch-size: must be a positive integer"),
     (["train", "--out", "x", "--block-channels", "0"], "argument --block-channels: must be a positive integer"),
-    (["train", "--out", "x", "--steps", "-3"], "argument --steps: must be a positive integer, got -3"),
+    (["train", "--out", "x", "--steps", "-3"], r"argument --steps: must be a positive integer in \[1, 2147483647\], got -3"),
     (["train", "--out", "x", "--lr", "1e20"], r"argument --lr: must be a learning rate in \(0, 10\], got 1e20"),
     (["train", "--out", "x", "--lr", "nan"], r"argument --lr: must be a learning rate in \(0, 10\], got nan"),
-    (["train", "--out", "x", "--channels", "0"], "argument --channels: must be a positive integer, got 0"),
+    (["train", "--out", "x", "--channels", "0"], r"argument --channels: must be a positive integer in \[1, 2147483647\], got 0"),
     (["train", "--out", "x", "--cells-per-stage", "-1"], "argument --cells-per-stage: must be a positive integer"),
-    (["search", "--out", "x", "--val-images", "-5"], "argument --val-images: must be a positive integer, got -5"),
-    (["search", "--out", "x", "--val-images", "0"], "argument --val-images: must be a positive integer, got 0"),
-    (["search", "--out", "x", "--num-archs", "-1"], "argument --num-archs: must be a positive integer, got -1"),
-    (["search", "--out", "x", "--min-images", "-1"], "argument --min-images: must be 0 or more, got -1"),
+    (["search", "--out", "x", "--val-images", "-5"], r"argument --val-images: must be a positive integer in \[1, 2147483647\], got -5"),
+    (["search", "--out", "x", "--val-images", "0"], r"argument --val-images: must be a positive integer in \[1, 2147483647\], got 0"),
+    (["search", "--out", "x", "--num-archs", "-1"], r"argument --num-archs: must be a positive integer in \[1, 2147483647\], got -1"),
+    (["search", "--out", "x", "--min-images", "-1"], r"argument --min-images: must be an integer in \[0, 2147483647\], got -1"),
     (["score", "--archs", "a", "--channels", "x"], "argument --channels: expected an integer, got 'x'"),
 ])
 def test_numeric_flags_out_of_range_are_refused_naming_the_flag(argv, message, capsys):
@@ -436,23 +447,62 @@ def test_numeric_flags_out_of_range_are_refused_naming_the_flag(argv, message, c
     assert re.search(message, capsys.readouterr().err)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(flag=st.sampled_from(["--steps", "--batch-size", "--archs-per-step", "--eval-archs", "--eval-images",
-                             "--checkpoint-every", "--snapshot-every", "--eval-every", "--channels",
-                             "--num-nodes", "--num-blocks", "--cells-per-stage", "--block-channels", "--T"]),
-       value=st.one_of(st.integers(-2 ** 70, 2 ** 70), st.sampled_from(["", "1.5", "0x10", "nan", "-0"])))
-def test_fuzz_train_numeric_flags_give_a_config_or_a_clear_refusal(flag, value, capsys):
-    """Any value of a numeric training flag either builds a valid training configuration or is
-    refused with exit code 2 and a message naming the flag: never a traceback."""
-    argv = ["train", "--out", "unused", flag, str(value)]
+REQUIRED = {("train",): ["--out", "x"], ("score",): ["--archs", "a"], ("search",): ["--out", "x"], ("show",): [],
+            ("groundtruth",): ["--out", "x"], ("correlate",): ["--groundtruth", "g", "--out", "x"],
+            ("ablate",): ["--groundtruth", "g", "--out", "x"],
+            ("compare-top",): ["--groundtruth", "g", "--ranking", "r", "--out", "x"],
+            ("train-final",): ["--out", "x"], ("demo",): [], ("anytime", "train"): ["--out", "x"],
+            ("anytime", "search"): ["--ckpt", "c", "--out", "x"], ("anytime", "train-final"): ["--ranking", "r", "--out", "x"]}
+
+
+def typed_flags():
+    """(verb words, flag, type) of every option of every verb that converts its value."""
+    import argparse
+    found = []
+
+    def walk(parser, words):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*words, name))
+            elif action.option_strings and action.type not in (None, str):
+                found.append((words, action.option_strings[-1], action.type))
+    walk(cli.build_parser(), ())
+    return found
+
+
+def test_every_numeric_flag_checks_its_range():
+    """Issue 29: a plain int or float flag let 0, -1 and 1e20 through to a traceback later."""
+    from ghn_ext import cli_types
+    checked = {cli_types.positive_int, cli_types.nonnegative_int, cli_types.seed, cli_types.fraction,
+               cli_types.nonnegative_real, cli_types.learning_rate}
+    flags = typed_flags()
+    assert {words for words, _, _ in flags} <= set(REQUIRED) and len(flags) > 60
+    for words, flag, kind in flags:
+        assert kind not in (int, float), f"ghn {' '.join(words)} {flag} is a plain {kind.__name__}"
+        assert kind in checked or kind.__module__ != "builtins", (words, flag)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.sampled_from(typed_flags()),
+       value=st.one_of(st.integers(-2 ** 70, 2 ** 70), st.floats(allow_nan=True, allow_infinity=True),
+                       st.sampled_from(["", "1.5", "0x10", "nan", "-0", "1e400", "3,-1", "0:0", "1/0", "2,1"])))
+def test_fuzz_numeric_flags_give_a_config_or_a_clear_refusal(which, value, capsys):
+    """Any value of any typed flag of any verb either parses (and, for train and search, builds a valid
+    configuration) or is refused with exit code 2 and a message naming the flag: never a traceback."""
+    words, flag, _ = which
+    argv = [*words, *REQUIRED[words], f"{flag}={value}"]
     try:
         args = cli.build_parser().parse_args(argv)
     except SystemExit as exc:
         assert exc.code == 2 and flag in capsys.readouterr().err
         return
     try:
-        cfg = cli._train_config(args)
-        cfg.ghn_config()
+        if words == ("train",):
+            cli._train_config(args).ghn_config()
+        elif words == ("search",):  # the skeleton's cells per stage, where not given, come from the GHN
+            args.cells_per_stage = args.cells_per_stage or 5
+            cli._search_config(args)
     except ValueError as exc:  # caught by main: one line naming the field
         assert flag.lstrip("-").replace("-", "_") in str(exc) or "T" in str(exc)
 

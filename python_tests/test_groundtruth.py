@@ -142,7 +142,7 @@ def test_repeats_must_be_positive(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # refused where the flag is parsed
         main(["groundtruth", "--out", str(tmp_path / "gt.json"), "--repeats", "0", "--quiet"])
     assert exc.value.code == 2
-    assert "argument --repeats: must be a positive integer, got 0" in capsys.readouterr().err
+    assert "argument --repeats: must be a positive integer in [1, 2147483647], got 0" in capsys.readouterr().err
     assert not (tmp_path / "gt.json").exists()
 
 

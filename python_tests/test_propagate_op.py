@@ -277,11 +277,11 @@ def test_error_T_whose_buffer_overflows(T):
     """Issue 29: 2*T*N wrapped around and the kernel wrote past a small buffer (a segfault)."""
     case = HAND[2]
     params = make_params(1, 4, 5)
-    with pytest.raises(ValueError, match="more than an int64 can count"):
+    with pytest.raises(ValueError, match="more bytes than an int64 can count"):
         call(case, params, make_h0(case.N, 4), T=T)
     h, saved = call(case, params, make_h0(case.N, 4), T=1)
     s = case.schedule
-    with pytest.raises(ValueError, match="more than an int64 can count"):  # an 8-row saved and a huge T
+    with pytest.raises(ValueError, match="more bytes than an int64 can count"):  # an 8-row saved and a huge T
         torch.ops.ghn_ext._propagate_backward.default(
             torch.ones_like(h), h, saved[:8], case.block_ptr, case.graph_block_ptr, s.order, s.in_ptr, s.in_src,
             s.out_ptr, s.out_dst, *params, T, True, True)

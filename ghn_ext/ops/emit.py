@@ -32,6 +32,9 @@ __all__ = ["check_emit_args", "check_emit_edges_args", "emit_edge_weights", "emi
            "emit_reference", "emit_weights", "numel_of"]
 
 
+INT64_MAX = 2 ** 63 - 1
+
+
 def emit_reference(blocks: Tensor, node_index: Sequence[int], shapes: Sequence[int],
                    anchors: Sequence[int], scales: Sequence[float]) -> Tensor:
     """Flat buffer of all weights.
@@ -66,6 +69,7 @@ def check_emit_args(blocks: Tensor, node_index: Sequence[int], shapes: Sequence[
     if n_targets and (blocks.shape[1] < 1 or blocks.shape[2] < 1):
         raise ValueError(f"blocks of shape {tuple(blocks.shape)} have no channels to emit weights from")
     n, k = blocks.shape[0], blocks.shape[3]
+    total = 0
     for t, node in enumerate(node_index):
         o, i, kh, kw = shapes[4 * t:4 * t + 4]
         r, c = anchors[2 * t:2 * t + 2]
@@ -75,6 +79,9 @@ def check_emit_args(blocks: Tensor, node_index: Sequence[int], shapes: Sequence[
             raise ValueError(f"target {t}: shape {(o, i, kh, kw)} must be positive")
         if r < 0 or c < 0 or r + kh > k or c + kw > k:
             raise ValueError(f"target {t}: {kh}x{kw} window at ({r}, {c}) leaves the {k}x{k} block")
+        total += o * i * kh * kw
+        if total > INT64_MAX:  # as the kernels count: a buffer no int64 can size
+            raise ValueError(f"target {t}: shape {(o, i, kh, kw)} makes the emitted buffer too large")
 
 
 def emit_edges_reference(blocks: Tensor, piece_ptr: Sequence[int], piece_block: Sequence[int],

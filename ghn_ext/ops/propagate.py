@@ -193,9 +193,9 @@ if HAS_EXTENSION:
                                                      gru_w_hh, gru_b_ih, gru_b_hh)):
             if t.device != h0.device:
                 raise ValueError(f"propagate: {name} is on {t.device} but h0 is on {h0.device}")
-        if 2 * T * h0.shape[0] * max(1, h0.shape[1]) >= 2 ** 63:
+        if 2 * T * h0.shape[0] * max(1, h0.shape[1]) * h0.element_size() >= 2 ** 63:
             raise ValueError(f"propagate: T = {T} passes over {h0.shape[0]} nodes would need a buffer of "
-                             "2*T*N*D values, more than an int64 can count")
+                             "2*T*N*D values, more bytes than an int64 can count")
         return h0.new_empty(h0.shape), h0.new_empty((2 * T * h0.shape[0], h0.shape[1]))
 
     @torch.library.register_fake("ghn_ext::_propagate_backward")
