@@ -68,13 +68,32 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def parse_architecture(text: str, num_blocks: int = 18, channels: Optional[int] = None,
+                       cells_per_stage: int = 5) -> ArchGraph:
+    """One architecture: a NAS-Bench-201 string, architecture-graph JSON, or a classification cell as
+    JSON ({"ops": [...], "inputs": [[...], ...]}); a GraphError says what is wrong with it."""
+    text = text.strip()
+    if not text.startswith(("{", "[")):
+        return nb201.network(text, channels or 16, cells_per_stage)
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GraphError(f"not valid JSON ({exc})") from None
+    if not isinstance(d, dict):
+        raise GraphError(f"expected a JSON object (a cell or an architecture graph), got {type(d).__name__}")
+    if "format" in d:
+        return ArchGraph.from_dict(d)
+    return classification.cifar_network(classification.Cell.from_dict(d), num_blocks, channels or 32)
+
+
 def read_architectures(path: str | Path, space: str, num_blocks: int = 18, channels: Optional[int] = None,
                        cells_per_stage: int = 5) -> list[ArchGraph]:
-    """Architectures from a file, one per line: NAS-Bench-201 strings, architecture-graph JSON, or a
-    classification cell as JSON ({"ops": [...], "inputs": [[...], ...]})."""
+    """Architectures from a file, one per line (see :func:`parse_architecture`; # starts a comment)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"architecture file {path} does not exist")
+    if not path.is_file():
+        raise FileNotFoundError(f"architecture file {path} is not a file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -85,16 +104,8 @@ def read_architectures(path: str | Path, space: str, num_blocks: int = 18, chann
         if not line or line.startswith("#"):
             continue
         try:
-            if line.startswith("{"):
-                d = json.loads(line)
-                if "format" in d:
-                    archs.append(ArchGraph.from_dict(d))
-                else:
-                    archs.append(classification.cifar_network(classification.Cell.from_dict(d), num_blocks,
-                                                              channels or 32))
-            else:
-                archs.append(nb201.network(line, channels or 16, cells_per_stage))
-        except (GraphError, json.JSONDecodeError) as exc:
+            archs.append(parse_architecture(line, num_blocks, channels, cells_per_stage))
+        except GraphError as exc:
             message = str(exc)  # it may quote the line: a long one is cut, not echoed whole
             raise GraphError(f"{path}:{lineno}: " + (message[:300] + " ... (cut)" if len(message) > 300 else message)
                              ) from exc
@@ -258,7 +269,7 @@ def cmd_show(a: argparse.Namespace) -> int:
     if a.arch is not None and Path(a.arch).is_file():
         graph = read_architectures(a.arch, a.space, a.num_blocks, a.channels, a.cells_per_stage)[0]
     elif a.arch is not None:  # "" too: an empty string is a malformed cell, not a request for a random one
-        graph = nb201.network(a.arch, a.channels or 16, a.cells_per_stage)
+        graph = parse_architecture(a.arch, a.num_blocks, a.channels, a.cells_per_stage)
     else:
         graph = make_sampler(a.space, a.num_nodes, a.num_blocks, a.channels, a.cells_per_stage)(
             random.Random(a.seed))
@@ -557,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="print an architecture's summary and render it")
     _space_args(p, classification.EVAL_NODES)
-    p.add_argument("--arch", help="NAS-Bench-201 string or a file of architectures (first is shown)")
+    p.add_argument("--arch", help="an architecture (NAS-Bench-201 string, JSON cell or graph) or a file of them "
+                                  "(the first is shown)")
     p.add_argument("--out", help="PNG (needs graphviz) or .dot file")
     p.add_argument("--cell", action="store_true", help="render only the first cell")
     p.set_defaults(func=cmd_show)

@@ -141,6 +141,8 @@ def run_folder(path: str | Path) -> Iterator[Path]:
     kill interrupted are removed once it is held; a folder this run created and left empty (a refused
     setting) is removed again."""
     folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file, not an output folder; choose another output folder")
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -161,6 +163,8 @@ def run_file(path: str | Path, part: str = "") -> Iterator[Path]:
     run, as :func:`run_folder` holds a folder. Temporary files of interrupted saves are removed under
     the file's write lock (:func:`file_lock`), where no other part's save can be in flight."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not an output file; choose another output file")
     path.parent.mkdir(parents=True, exist_ok=True)
     what = f"{path}" + (f" ({part})" if part else "")
     with _held(Path(f"{path}.run{'.' + part if part else ''}.lock"), f"{what} is being written by another run"):

@@ -583,3 +583,31 @@ def test_score_rescores_rows_of_another_ghn(nb201_ghn, data_dir, tmp_path, capsy
     assert "scored before" not in err
     assert {r["scorer"] for r in rows} != {r["scorer"] for r in first}
     assert [r["score"] for r in rows] != [r["score"] for r in first]
+
+
+def test_show_takes_a_classification_cell_as_json_and_names_what_is_wrong(capsys):
+    """Issue 29 probes: `show --arch` read every string as a NAS-Bench-201 cell, so a JSON cell was
+    'not a NAS-Bench-201 string' whatever was wrong with it."""
+    assert cli.main(["show", "--arch", json.dumps(CELL_A), "--num-blocks", "2"]) == 0
+    assert "space: classification" in capsys.readouterr().out
+    for cell, message in (({"ops": ["conv9x9"], "inputs": [[0, 1]]}, "unknown op 'conv9x9'"),
+                          ({"ops": ["conv1x1", "conv1x1"], "inputs": [[3], [2]]}, "must be distinct and in [0, 2)"),
+                          ([1, 2], "expected a JSON object")):
+        assert cli.main(["show", "--arch", json.dumps(cell)]) == 2
+        assert message in one_error_line(capsys, "show")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--out", "{file}"], "is a file, not an output folder"),
+    (["search", "--out", "{file}"], "is a file, not an output folder"),
+    (["score", "--archs", "{file}", "--output", "{folder}"], "is a folder, not an output file"),
+    (["score", "--archs", "{folder}"], "is not a file"),
+])
+def test_outputs_and_inputs_of_the_wrong_kind(argv, message, tmp_path, capsys):
+    """Issue 29 probes: --out at an existing file ended in a FileExistsError traceback."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me\n")
+    argv = [x.format(file=a_file, folder=tmp_path) for x in argv]
+    assert cli.main(argv) == 2
+    assert message in one_error_line(capsys, argv[0])
+    assert a_file.read_text() == "keep me\n"

@@ -391,3 +391,12 @@ def test_check_params_rejects_wrong_shapes(field, shape):
     p[field] = torch.zeros(shape, dtype=torch.float64)
     with pytest.raises(ValueError, match=f"GNN parameter {field} has shape"):
         check_params(tuple(p.values()))
+
+
+def test_integer_h0_is_refused_naming_it():
+    """Issue 29 probes: an int64 h0 reached torch.matmul and failed with 'expected m1 and m2 to have the
+    same dtype', naming neither h0 nor the op."""
+    edges, ptr = torch.tensor([[0], [1]]), torch.tensor([0, 2])
+    with pytest.raises(TypeError, match="propagate: h0 must be floating point, got torch.int64"):
+        propagate_reference(torch.zeros(2, 4, dtype=torch.long), ptr, torch.tensor([0, 1]),
+                            dag_schedule(edges, ptr, 2), random_params(1, 4, 5), 1)

@@ -82,6 +82,8 @@ def propagate_reference(h0: Tensor, block_ptr: Tensor, graph_block_ptr: Tensor, 
         raise ValueError(f"unknown propagation scheme {scheme!r}; choose one of {SCHEMES}")
     if T < 1:
         raise ValueError(f"T must be at least 1, got {T}")
+    if not h0.is_floating_point():
+        raise TypeError(f"propagate: h0 must be floating point, got {h0.dtype}")
     starts, gbp = block_ptr.tolist(), graph_block_ptr.tolist()
     if len(gbp) < 2:
         raise ValueError("propagate: empty batch (graph_block_ptr describes no graph)")
