@@ -118,7 +118,7 @@ def _extensions():
 
 setup(
     packages=find_packages(include=["ghn_ext", "ghn_ext.*"]),
-    # the pretrained GHNs (ghn_ext.pretrained) travel inside the package
+    # the pretrained GHNs (ghn_ext.workflows.pretrained) travel inside the package
     package_data={"ghn_ext": ["checkpoints/*.pt", "checkpoints/manifest.json"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ghn_ext.correlate import rank_correlations, top_half
-from ghn_ext.groundtruth import load_groundtruth
+from ghn_ext.studies.correlate import rank_correlations, top_half
+from ghn_ext.studies.groundtruth import load_groundtruth
 
 
 def standardised(x: np.ndarray) -> np.ndarray:

@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ghn_ext.correlate import rank_correlations
-from ghn_ext.data import cifar10_splits
+from ghn_ext.studies.correlate import rank_correlations
+from ghn_ext.core.data import cifar10_splits
 from ghn_ext.cli import shard_argument
-from ghn_ext.groundtruth import Protocol, groundtruth_set, record_accuracy, train_under_protocol
-from ghn_ext.io import write_json_atomic
+from ghn_ext.studies.groundtruth import Protocol, groundtruth_set, record_accuracy, train_under_protocol
+from ghn_ext.core.files import write_json_atomic
 
 
 def read_results(paths: list[Path], protocol: Protocol) -> dict[str, float]:

@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from correlate_consensus import standardised  # bench/, on the path when run as a script
-from ghn_ext.correlate import rank_correlations
-from ghn_ext.data import Split, cifar10_splits
-from ghn_ext.evaluate import network_logits
-from ghn_ext.ghn import GraphHyperNetwork
-from ghn_ext.groundtruth import groundtruth_set, load_groundtruth
-from ghn_ext.io import write_json_atomic
+from ghn_ext.studies.correlate import rank_correlations
+from ghn_ext.core.data import Split, cifar10_splits
+from ghn_ext.workflows.evaluate import network_logits
+from ghn_ext.models.ghn import GraphHyperNetwork
+from ghn_ext.studies.groundtruth import groundtruth_set, load_groundtruth
+from ghn_ext.core.files import write_json_atomic
 
 SIGNALS = ("accuracy", "-cross-entropy", "p(true class)")
 

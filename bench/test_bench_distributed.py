@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
+from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = os.environ.get("GHN_DATA_DIR") or str(REPO.parent / "shared/data/cifar10")

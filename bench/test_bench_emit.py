@@ -1,7 +1,7 @@
 """emit_weights: compiled CPU kernel against emit_reference on the paper's networks.
 
 Every weight of 1 or 8 evaluation networks (18 cells of 17 nodes, F=32; blocks (32, 32, 7, 7), as the
-GHN of the paper emits them), targets from ghn_ext.ghn.EmissionPlan, blocks random. Forward, and
+GHN of the paper emits them), targets from ghn_ext.models.ghn.EmissionPlan, blocks random. Forward, and
 forward + backward (the gradient of the blocks for a fixed output gradient).
 
 Run: OMP_NUM_THREADS=1 python -m pytest bench/test_bench_emit.py --benchmark-columns=mean,stddev,rounds
@@ -20,7 +20,7 @@ import random
 import pytest
 import torch
 
-from ghn_ext.ghn import EmissionPlan
+from ghn_ext.models.ghn import EmissionPlan
 from ghn_ext.ops.emit import emit_reference, emit_weights
 from ghn_ext.spaces import classification
 

@@ -1,7 +1,7 @@
 """emit_edge_weights: compiled CPU kernel against emit_edges_reference on the anytime space's bottlenecks.
 
 Every bottleneck of 8 full-size anytime networks (24/16/8 nodes, base width 16; edge blocks (32, 32, 1, 1)
-as the GHN emits them), targets from ghn_ext.ghn.EdgePlan, blocks random. Forward, and forward + backward.
+as the GHN emits them), targets from ghn_ext.models.ghn.EdgePlan, blocks random. Forward, and forward + backward.
 
 Run: OMP_NUM_THREADS=1 python -m pytest bench/test_bench_emit_edges.py --benchmark-columns=mean,stddev,rounds
 """
@@ -13,7 +13,7 @@ import random
 import pytest
 import torch
 
-from ghn_ext.ghn import EdgePlan
+from ghn_ext.models.ghn import EdgePlan
 from ghn_ext.ops.emit import emit_edge_weights, emit_edges_reference
 from ghn_ext.spaces import anytime
 

@@ -24,7 +24,7 @@ import random
 import pytest
 import torch
 
-from ghn_ext.graph import GraphBatch
+from ghn_ext.core.graph import GraphBatch
 from ghn_ext.ops.propagate import GNNParams, propagate, propagate_reference
 from ghn_ext.ops.schedule import dag_schedule
 from ghn_ext.spaces import classification

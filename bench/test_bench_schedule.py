@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from ghn_ext.graph import GraphBatch
+from ghn_ext.core.graph import GraphBatch
 from ghn_ext.ops.schedule import dag_schedule_reference
 from ghn_ext.spaces import classification
 

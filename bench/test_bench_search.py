@@ -21,11 +21,11 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ghn_ext.data import cifar10_splits
-from ghn_ext.ghn import GraphHyperNetwork
+from ghn_ext.core.data import cifar10_splits
+from ghn_ext.models.ghn import GraphHyperNetwork
 from ghn_ext.nets.network import run_network
-from ghn_ext.search import SearchConfig, run_search, search_architectures
-from ghn_ext.timing import Stopwatch
+from ghn_ext.workflows.search import SearchConfig, run_search, search_architectures
+from ghn_ext.core.timing import Stopwatch
 
 DATA_DIR = os.environ.get("GHN_DATA_DIR") or str(Path(__file__).resolve().parents[2] / "shared/data/cifar10")
 SPACES = {  # the skeleton each shipped GHN scores in

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ghn_ext.demo import demo_train_config
-from ghn_ext.ghn import EmissionPlan
-from ghn_ext.graph import GraphBatch
+from ghn_ext.workflows.demo import demo_train_config
+from ghn_ext.models.ghn import EmissionPlan
+from ghn_ext.core.graph import GraphBatch
 from ghn_ext.ops.emit import emit_weights
-from ghn_ext.train import Trainer, step_architectures
+from ghn_ext.workflows.train import Trainer, step_architectures
 
 DATA_DIR = os.environ.get("GHN_DATA_DIR") or str(Path(__file__).resolve().parents[2] / "shared/data/cifar10")
 MEANS: dict[tuple[str, str], float] = {}

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from correlate_consensus import standardised
-from ghn_ext.correlate import rank_correlations
-from ghn_ext.groundtruth import load_groundtruth
+from ghn_ext.studies.correlate import rank_correlations
+from ghn_ext.studies.groundtruth import load_groundtruth
 
 
 def residual(longer: np.ndarray, shorter: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
 """ghn_ext: Graph HyperNetworks for neural architecture search (Zhang, Ren & Urtasun, ICLR 2019)."""
-from .graph import ArchGraph, GraphBatch, GraphError, Node
+from ghn_ext.core.graph import ArchGraph, GraphBatch, GraphError, Node
 
 __version__ = "0.1.0"
 __all__ = ["ArchGraph", "GraphBatch", "GraphError", "Node", "__version__"]

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from ghn_ext.distributed import distributed_run
-from ghn_ext.final import FinalConfig, FinalTrainer
-from ghn_ext.graph import ArchGraph
-from ghn_ext.train import TrainConfig, Trainer
+from ghn_ext.core.distributed import distributed_run
+from ghn_ext.workflows.final import FinalConfig, FinalTrainer
+from ghn_ext.core.graph import ArchGraph
+from ghn_ext.workflows.train import TrainConfig, Trainer
 
 
 def main(kind: str, config_path: str, out: str) -> None:

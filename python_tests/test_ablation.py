@@ -1,4 +1,4 @@
-"""Tests of ghn_ext.ablation: the variants of each study, their training configs, and `ghn ablate` end to
+"""Tests of ghn_ext.studies.ablation: the variants of each study, their training configs, and `ghn ablate` end to
 end on a tiny ground truth (report, plots, resume)."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from ghn_ext.ablation import Variant, study_variants, variant_config
+from ghn_ext.studies.ablation import Variant, study_variants, variant_config
 from ghn_ext.cli import main
-from ghn_ext.groundtruth import Protocol, run_groundtruth
-from ghn_ext.train import TrainConfig
+from ghn_ext.studies.groundtruth import Protocol, run_groundtruth
+from ghn_ext.workflows.train import TrainConfig
 
 TINY = Protocol(num_nodes=3, num_blocks=1, channels=4, train_images=64, epochs=1, batch_size=32, val_images=100)
 

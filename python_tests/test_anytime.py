@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ghn_ext.data import Split, normalize
-from ghn_ext.evaluate import accuracy_at, curve_area, exit_accuracies
-from ghn_ext.graph import ArchGraph, GraphError, Node
+from ghn_ext.core.data import Split, normalize
+from ghn_ext.workflows.evaluate import accuracy_at, curve_area, exit_accuracies
+from ghn_ext.core.graph import ArchGraph, GraphError, Node
 from ghn_ext.nets import (AnytimeNetwork, ArchNetwork, NodeShape, count_flops, exit_schedule, infer_shapes, node_flops,
                           param_shapes, run_anytime, run_network)
-from ghn_ext.primitives import batch_norm, resample
+from ghn_ext.core.primitives import batch_norm, resample
 from ghn_ext.spaces import anytime, make_sampler
 
 torch.set_num_threads(1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ghn_ext import cli
-from ghn_ext.graph import ArchGraph
+from ghn_ext.core.graph import ArchGraph
 
 torch.set_num_threads(1)
 
@@ -44,8 +44,8 @@ def test_train_search_train_final(tmp_path, data_dir, capsys):
 
 
 def test_search_resumes_and_reranks_by_another_range(tmp_path, data_dir, monkeypatch):
-    import ghn_ext.anytime_search as anytime_search
-    from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
+    import ghn_ext.workflows.anytime as anytime_search
+    from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
 
     torch.manual_seed(0)
     GraphHyperNetwork(GHNConfig(space="anytime", block_channels=8, T=1)).save(tmp_path / "ghn.pt")
@@ -69,7 +69,7 @@ def test_search_resumes_and_reranks_by_another_range(tmp_path, data_dir, monkeyp
     hi = grown["flops_range"][1] / 4
     narrow = search(5, "--flops-range", f"0,{hi}")  # nothing scored again; areas over the new range
     assert len(scored) == 5 and narrow["flops_range"] == [0, hi]
-    from ghn_ext.evaluate import curve_area
+    from ghn_ext.workflows.evaluate import curve_area
     for r in narrow["ranking"]:
         assert r["area"] == pytest.approx(curve_area(r["exit_flops"], r["exit_acc"], 0, hi))
     assert [r["area"] for r in narrow["ranking"]] == sorted((r["area"] for r in narrow["ranking"]), reverse=True)
@@ -104,8 +104,8 @@ def test_bad_flops_range_is_a_usage_error(capsys):
 def test_search_rescores_curves_of_another_ghn_or_image_count(tmp_path, data_dir, monkeypatch):
     """Issue 29: anytime search records did not say which GHN drew them on how many images, so a rerun
     with another --ckpt or --val-images ranked the old curves."""
-    import ghn_ext.anytime_search as anytime_search
-    from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
+    import ghn_ext.workflows.anytime as anytime_search
+    from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
 
     for seed in (0, 1):
         torch.manual_seed(seed)

@@ -1,4 +1,4 @@
-"""Tests of ghn_ext.anytime_search (MSDNet-style baseline, width matching, ranking by the area under
+"""Tests of ghn_ext.workflows.anytime (MSDNet-style baseline, width matching, ranking by the area under
 the GHN-predicted accuracy-FLOPs curve, final training) and of GHN training on anytime networks."""
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import random
 import pytest
 import torch
 
-from ghn_ext.anytime_search import AnytimeTrainConfig, match_width, msdnet_graph, score_anytime, train_anytime
-from ghn_ext.data import Split
-from ghn_ext.evaluate import curve_area, exit_accuracies
-from ghn_ext.ghn import CheckpointError, GHNConfig, GraphHyperNetwork
+from ghn_ext.workflows.anytime import AnytimeTrainConfig, match_width, msdnet_graph, score_anytime, train_anytime
+from ghn_ext.core.data import Split
+from ghn_ext.workflows.evaluate import curve_area, exit_accuracies
+from ghn_ext.models.ghn import CheckpointError, GHNConfig, GraphHyperNetwork
 from ghn_ext.nets import count_flops, exit_schedule, param_shapes
 from ghn_ext.spaces import anytime
-from ghn_ext.train import TrainConfig, Trainer, exits_loss, read_log
+from ghn_ext.workflows.train import TrainConfig, Trainer, exits_loss, read_log
 
 torch.set_num_threads(1)
 

@@ -3,7 +3,7 @@ with exit code 2 for everything a user can get wrong.
 
 `ghn train` always validates 8 architectures of 17-node cells on 500 images at its last step (no flag
 sets that size); the training runs here shrink it to 1 architecture on 100 images by wrapping
-cli._train_config, everything else goes through the real command.
+cli.train._train_config, everything else goes through the real command.
 """
 import contextlib
 import io
@@ -24,10 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from ghn_ext import cli, demo  # noqa: E402
-from ghn_ext.ghn import GraphHyperNetwork  # noqa: E402
+from ghn_ext import cli  # noqa: E402
+
+from ghn_ext.workflows import demo  # noqa: E402
+from ghn_ext.models.ghn import GraphHyperNetwork  # noqa: E402
 from ghn_ext.spaces import SPACES, classification, nb201  # noqa: E402
-from ghn_ext.train import TrainConfig, read_log  # noqa: E402
+from ghn_ext.workflows.train import TrainConfig, read_log  # noqa: E402
 
 VERBS = {"train", "score", "search", "show", "demo", "groundtruth", "correlate", "train-final", "ablate",
          "compare-top", "anytime"}
@@ -43,9 +45,9 @@ CELL_B = {"ops": ["conv1x1", "dil_sep_conv3x3"], "inputs": [[0, 1], [1]]}
 
 @contextlib.contextmanager
 def small_validation():
-    real = cli._train_config
+    real = cli.train._train_config
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cli, "_train_config", lambda a: replace(real(a), eval_archs=1, eval_images=100))
+        mp.setattr(cli.train, "_train_config", lambda a: replace(real(a), eval_archs=1, eval_images=100))
         yield
 
 
@@ -169,7 +171,7 @@ def test_score_nb201_strings(nb201_ghn, data_dir, tmp_path, capsys):
 def test_score_streams_each_batch_before_the_next(nb201_ghn, data_dir, tmp_path, capsys, monkeypatch):
     """A run killed after its first batch has printed and saved that batch's score; the rerun scores
     only the rest and writes every row in the order of the file."""
-    import ghn_ext.evaluate as E
+    import ghn_ext.workflows.evaluate as E
     archs = tmp_path / "archs.txt"
     archs.write_text("\n".join(NB201_ARCHS) + "\n")
     scores = tmp_path / "scores.jsonl"
@@ -473,7 +475,7 @@ def typed_flags():
 
 def test_every_numeric_flag_checks_its_range():
     """Issue 29: a plain int or float flag let 0, -1 and 1e20 through to a traceback later."""
-    from ghn_ext import cli_types
+    from ghn_ext.cli import types as cli_types
     checked = {cli_types.positive_int, cli_types.nonnegative_int, cli_types.seed, cli_types.fraction,
                cli_types.nonnegative_real, cli_types.learning_rate}
     flags = typed_flags()
@@ -499,10 +501,10 @@ def test_fuzz_numeric_flags_give_a_config_or_a_clear_refusal(which, value, capsy
         return
     try:
         if words == ("train",):
-            cli._train_config(args).ghn_config()
+            cli.train._train_config(args).ghn_config()
         elif words == ("search",):  # the skeleton's cells per stage, where not given, come from the GHN
             args.cells_per_stage = args.cells_per_stage or 5
-            cli._search_config(args)
+            cli.search._search_config(args)
     except ValueError as exc:  # caught by main: one line naming the field
         assert flag.lstrip("-").replace("-", "_") in str(exc) or "T" in str(exc)
 
@@ -510,9 +512,9 @@ def test_fuzz_numeric_flags_give_a_config_or_a_clear_refusal(which, value, capsy
 # ------------------------------------------------------------------ one run per folder (issue 29)
 
 def hold_in_another_process(hold: str, path) -> subprocess.Popen:
-    """A process that holds `path` with ghn_ext.io's `hold` (e.g. "run_folder(p)") until killed."""
+    """A process that holds `path` with ghn_ext.core.files's `hold` (e.g. "run_folder(p)") until killed."""
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path\n"
-                               "from ghn_ext.io import run_file, run_folder\np = Path(sys.argv[1])\n"
+                               "from ghn_ext.core.files import run_file, run_folder\np = Path(sys.argv[1])\n"
                                f"with {hold}:\n    print('held', flush=True); time.sleep(60)", str(path)],
                               stdout=subprocess.PIPE, text=True, cwd=str(REPO))
     assert holder.stdout.readline().strip() == "held"
@@ -538,7 +540,7 @@ def test_a_second_run_into_a_held_folder_is_refused_and_the_lock_survives_no_cra
         holder.kill()
         holder.wait()
     (out / "checkpoint.pt.x1y2.tmp").write_bytes(b"half a checkpoint")
-    from ghn_ext.io import run_folder
+    from ghn_ext.core.files import run_folder
     with run_folder(out):
         assert not list(out.glob("*.tmp"))
 

@@ -1,4 +1,4 @@
-"""Tests of ghn_ext.correlate: rank correlations against hand-computed values, the resumable prediction
+"""Tests of ghn_ext.studies.correlate: rank correlations against hand-computed values, the resumable prediction
 cache, the table and plot, and the `ghn correlate` command on a tiny ground truth."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from ghn_ext.cli import main
-from ghn_ext.correlate import PredictionCache, Predictor, correlate, markdown_table, pearson_interval, rank_correlations
-from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
-from ghn_ext.groundtruth import Protocol, groundtruth_architectures, run_groundtruth
-from ghn_ext.oneshot import OneShotConfig, OneShotModel
+from ghn_ext.studies.correlate import PredictionCache, Predictor, correlate, markdown_table, pearson_interval, rank_correlations
+from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
+from ghn_ext.studies.groundtruth import Protocol, groundtruth_architectures, run_groundtruth
+from ghn_ext.models.oneshot import OneShotConfig, OneShotModel
 
 
 def test_rank_correlations_by_hand():
@@ -171,8 +171,8 @@ def test_cli_indices_tabulate_part_of_the_ground_truth(tmp_path, capsys):
 def test_finetuned_from_zero_steps_scores_like_the_ghn(data_dir):
     """GHN+SGD-k starts from the generated weights: with no step and batch statistics it is the GHN's
     own score; with steps it trains them (and differs from SGD-k from scratch)."""
-    from ghn_ext.correlate import finetuned_predictor, model_predictor, sgd_predictor
-    from ghn_ext.data import cifar10_splits
+    from ghn_ext.studies.correlate import finetuned_predictor, model_predictor, sgd_predictor
+    from ghn_ext.core.data import cifar10_splits
 
     splits = cifar10_splits(data_dir)
     train, val = splits.train.head(TINY.train_images), splits.val.head(200)
@@ -189,7 +189,7 @@ def test_finetuned_from_zero_steps_scores_like_the_ghn(data_dir):
 def test_sgd_seed_reaches_the_runs_and_names_the_rows(monkeypatch):
     """--sgd-seed: SGD-k and NAME+SGD-k train with that seed; a row of another seed than the protocol's
     says so, one of the protocol's own seed keeps the plain name (and its cached scores)."""
-    import ghn_ext.correlate as C
+    import ghn_ext.studies.correlate as C
 
     seeds = []
     monkeypatch.setattr(C, "train_briefly", lambda *a, seed, **k: seeds.append(seed) or 0.5)
@@ -245,7 +245,7 @@ def test_a_cache_refuses_scores_of_another_model_under_the_same_name(tmp_path):
 
 
 def test_model_source_follows_the_parameters_and_settings():
-    from ghn_ext.correlate import model_source
+    from ghn_ext.studies.correlate import model_source
     model = torch.nn.Linear(2, 2)
     first = model_source(model, 100)
     assert model_source(model, 100) == first and model_source(model, 200) != first

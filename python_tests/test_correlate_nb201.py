@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from ghn_ext import cli
-from ghn_ext.correlate import training_seconds
+from ghn_ext.workflows.train import training_seconds
 from ghn_ext.spaces import nb201
 from test_cli import one_error_line, run_quietly, small_validation, train_argv
 
@@ -70,7 +69,7 @@ def test_correlate_table_with_a_ghn_and_every_baseline(snapshot_run, table, data
 
 
 def test_rank_mean_gives_each_predictor_an_equal_say():
-    from ghn_ext.ranking import rank_mean
+    from ghn_ext.core.rank_measures import rank_mean
     a, b = [1.0, 2.0, 3.0], [300.0, 100.0, 200.0]       # ranks 0, .5, 1 and 1, 0, .5
     assert rank_mean(a, b).tolist() == pytest.approx([0.5, 0.25, 0.75])
     assert rank_mean(a, [x * 1e9 for x in b]).tolist() == rank_mean(a, b).tolist()
@@ -90,7 +89,7 @@ def test_correlate_table_refuses_bad_settings(table, data_dir, tmp_path, capsys,
 
 def test_correlate_table_refuses_a_classification_ghn(table, data_dir, tmp_path, capsys):
     path = tmp_path / "cls.pt"
-    from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
+    from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
     GraphHyperNetwork(GHNConfig(block_channels=4, T=1)).save(path)
     assert cli.main(["correlate", "--space", "nb201", "--groundtruth", str(table), "--ghn", str(path),
                      "--out", str(tmp_path / "c"), "--data-dir", data_dir, "--quiet"]) == 2

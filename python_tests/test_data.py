@@ -1,4 +1,4 @@
-"""Tests for ghn_ext.data: CIFAR-10 loading, splits and the in-memory TensorLoader.
+"""Tests for ghn_ext.core.data: CIFAR-10 loading, splits and the in-memory TensorLoader.
 
 Uses the real CIFAR-10 from $GHN_DATA_DIR, else <root>/shared/data/cifar10 next to the
 repository (<root>/main); never downloads.
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from ghn_ext import data as D  # noqa: E402
+from ghn_ext.core import data as D  # noqa: E402
 
 FALLBACK_DIR = Path(__file__).resolve().parents[2] / "shared/data/cifar10"
 

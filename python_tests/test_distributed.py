@@ -1,4 +1,4 @@
-"""Tests of ghn_ext.distributed and the commands under torchrun: 2 CPU processes with gloo on this machine.
+"""Tests of ghn_ext.core.distributed and the commands under torchrun: 2 CPU processes with gloo on this machine.
 
 The launched runs are tiny (one-block networks, 4-channel GHN blocks, one propagation pass), so each
 torchrun takes a few seconds, most of it starting Python and reading CIFAR-10 twice. Checked: the
@@ -22,13 +22,13 @@ import pytest
 import torch
 
 from ghn_ext.cli import main
-from ghn_ext.data import TensorLoader
-from ghn_ext.distributed import DistContext, deal, gather_lists, init_distributed, resolve_device
-from ghn_ext.final import FinalConfig, learning_rate
-from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
+from ghn_ext.core.data import TensorLoader
+from ghn_ext.core.distributed import DistContext, deal, gather_lists, init_distributed, resolve_device
+from ghn_ext.workflows.final import FinalConfig, learning_rate
+from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
 from ghn_ext.nets.network import run_network
 from ghn_ext.spaces import classification
-from ghn_ext.train import TrainConfig, Trainer, exits_loss, read_log, step_architectures
+from ghn_ext.workflows.train import TrainConfig, Trainer, exits_loss, read_log, step_architectures
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_GHN = {"block_channels": 4, "T": 1}
@@ -165,7 +165,7 @@ def test_search_resumes_from_another_number_of_ranks(tiny_ghn_file, data_dir, tm
     torchrun(ghn_cli(*search_args(tiny_ghn_file, out, data_dir)))
     before = json.loads((out / "ranking.json").read_text())["ranking"]
     scored = []
-    import ghn_ext.search as search_module
+    import ghn_ext.workflows.search as search_module
     real = search_module.network_score_sum
     monkeypatch.setattr(search_module, "network_score_sum",
                         lambda graph, *a, **kw: scored.append(graph) or real(graph, *a, **kw))

@@ -48,7 +48,7 @@ class Sample:
 
 def ghn_like():
     """The bottleneck targets the GHN emits for two small anytime networks (EdgePlan)."""
-    from ghn_ext.ghn import EdgePlan
+    from ghn_ext.models.ghn import EdgePlan
     from ghn_ext.spaces import anytime
     graphs = [anytime.sample_architecture(random.Random(s), channels=4, random_nodes=True) for s in (0, 1)]
     plan = EdgePlan.build(graphs, [0, len(graphs[0])], (3, 32, 32))
@@ -152,7 +152,7 @@ def test_backward_rejects_a_wrong_grad():
 
 
 def test_ghn_weights_on_the_kernel_equal_the_reference(monkeypatch):
-    from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
+    from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
     from ghn_ext.spaces import anytime
     torch.manual_seed(0)
     ghn = GraphHyperNetwork(GHNConfig(space="anytime", block_channels=8, T=1))

@@ -9,7 +9,6 @@ library skip when it is not built; CUDA tests skip without a GPU.
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 import subprocess
@@ -23,7 +22,7 @@ from hypothesis import strategies as st
 
 import ghn_ext.ops._extension as ext
 from ghn_ext.ops import HAS_EXTENSION, emit_reference, emit_weights
-from ghn_ext.ops.emit import check_emit_args, numel_of
+from ghn_ext.ops.emit import numel_of
 
 requires_ext = pytest.mark.skipif(
     not HAS_EXTENSION, reason=f"compiled extension ghn_ext._C not built ({ext.IMPORT_ERROR})"
@@ -69,7 +68,7 @@ def flat_args(targets, scales=None):
 
 def ghn_like_targets(block_channels=8, kernel=7, num_graphs=2):
     """The targets the GHN emits for small classification networks (EmissionPlan)."""
-    from ghn_ext.ghn import EmissionPlan
+    from ghn_ext.models.ghn import EmissionPlan
     from ghn_ext.spaces import classification
 
     rng = random.Random(0)
@@ -497,14 +496,14 @@ def test_wrapper_uses_kernel_unless_reference_forced(monkeypatch):
 
 
 def test_ghn_weights_identical_with_kernel_and_reference(monkeypatch):
-    import ghn_ext.ghn
-    from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
+    import ghn_ext.models.ghn
+    from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
     from ghn_ext.ops.propagate import propagate_reference
     from ghn_ext.spaces import classification
 
     # The compiled propagation op rounds differently from its reference; this test is about emission,
     # so both runs propagate with the reference and the embeddings fed to emission are the same bits.
-    monkeypatch.setattr(ghn_ext.ghn, "propagate", propagate_reference)
+    monkeypatch.setattr(ghn_ext.models.ghn, "propagate", propagate_reference)
     torch.manual_seed(0)
     ghn = GraphHyperNetwork(GHNConfig(block_channels=8, T=1))
     archs = [classification.sample_architecture(random.Random(s), 7, 4, 8) for s in range(2)]
@@ -632,7 +631,7 @@ def test_cuda_bad_inputs_same_message_as_cpu(case):
 @requires_cuda
 def test_cuda_large_emission():
     """The paper's sizes: 8 networks of 18 cells x 17 nodes, blocks (32, 32, 7, 7)."""
-    from ghn_ext.ghn import EmissionPlan
+    from ghn_ext.models.ghn import EmissionPlan
     from ghn_ext.spaces import classification
 
     rng = random.Random(0)

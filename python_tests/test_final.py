@@ -1,4 +1,4 @@
-"""Tests of ghn_ext.final: final training (appendix 7.3) of a tiny network on real CIFAR-10 images:
+"""Tests of ghn_ext.workflows.final: final training (appendix 7.3) of a tiny network on real CIFAR-10 images:
 auxiliary-head placement, drop-path, a full run with results, exact kill-and-resume, bad checkpoints
 and the `ghn train-final` command."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from ghn_ext.cli import main
-from ghn_ext.final import FinalConfig, FinalTrainer, auxiliary_tap, drop_path, droppable_nodes
-from ghn_ext.ghn import CheckpointError
+from ghn_ext.workflows.final import FinalConfig, FinalTrainer, auxiliary_tap, drop_path, droppable_nodes
+from ghn_ext.models.ghn import CheckpointError
 from ghn_ext.spaces import classification
 
 TINY = FinalConfig(epochs=2, batch_size=32, train_images=64, val_images=100, checkpoint_every=1)

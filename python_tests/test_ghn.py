@@ -1,4 +1,4 @@
-"""Tests of ghn_ext.ghn: the Graph HyperNetwork (weights of the right shapes for both spaces, batching,
+"""Tests of ghn_ext.models.ghn: the Graph HyperNetwork (weights of the right shapes for both spaces, batching,
 gradients, variants, initial activation scale, materialize, checkpoints)."""
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ghn_ext.ghn import (NUM_FEATURES, CheckpointError, EmissionPlan, GHNConfig, GraphHyperNetwork, atomic_save,
+from ghn_ext.models.ghn import (NUM_FEATURES, CheckpointError, EmissionPlan, GHNConfig, GraphHyperNetwork, atomic_save,
                          load_checkpoint, node_features)
-from ghn_ext.graph import ArchGraph, GraphBatch, Node
-from ghn_ext.io import with_checksum
+from ghn_ext.core.graph import ArchGraph, GraphBatch, Node
+from ghn_ext.core.files import with_checksum
 from ghn_ext.nets.network import ArchNetwork, Network, param_shapes
 from ghn_ext.ops import HAS_EXTENSION
-from ghn_ext.primitives import OP_INDEX, OP_NAMES, PRIMITIVES
+from ghn_ext.core.primitives import OP_INDEX, OP_NAMES, PRIMITIVES
 from ghn_ext.spaces import classification, nb201
 
 SMALL = dict(block_channels=8, T=2)  # small blocks keep every test fast
@@ -553,8 +553,8 @@ def test_predictions_do_not_depend_on_the_scale_of_generated_weights():
 def test_network_logits_gives_the_accuracy_and_leaves_grad_mode_to_the_caller():
     """The scoring loop yields batch by batch; no_grad must hold only inside it, not leak to the code
     between two batches (a with-block in a generator would leave it switched off there)."""
-    from ghn_ext.data import Split
-    from ghn_ext.evaluate import network_accuracy, network_logits
+    from ghn_ext.core.data import Split
+    from ghn_ext.workflows.evaluate import network_accuracy, network_logits
 
     arch = cls_arch(5, num_nodes=5, num_blocks=3)
     weights = make_ghn(seed=2)(arch)

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ghn_ext.ghn import _SCALES, _STRIDES, NUM_FEATURES, EdgePlan, GHNConfig, GraphHyperNetwork, node_features
-from ghn_ext.graph import GraphBatch, Node
+from ghn_ext.models.ghn import _SCALES, _STRIDES, NUM_FEATURES, EdgePlan, GHNConfig, GraphHyperNetwork, node_features
+from ghn_ext.core.graph import GraphBatch, Node
 from ghn_ext.nets import exit_schedule, infer_shapes, param_shapes, run_anytime
-from ghn_ext.primitives import OP_INDEX, OP_NAMES
+from ghn_ext.core.primitives import OP_INDEX, OP_NAMES
 from ghn_ext.spaces import anytime
 
 torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Tests of ghn_ext.graph: ArchGraph validation, ordering, levels, JSON, hashing, batching, rendering."""
+"""Tests of ghn_ext.core.graph: ArchGraph validation, ordering, levels, JSON, hashing, batching, rendering."""
 from __future__ import annotations
 
 import json
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ghn_ext.graph import FORMAT, ArchGraph, GraphBatch, GraphError, Node, as_graph_list
-from ghn_ext.primitives import OP_INDEX
+from ghn_ext.core.graph import FORMAT, ArchGraph, GraphBatch, GraphError, Node, as_graph_list
+from ghn_ext.core.primitives import OP_INDEX
 from ghn_ext.spaces import classification, nb201
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -310,7 +310,7 @@ def test_stable_hash_known_value():
 
 
 def test_stable_hash_is_not_salted_across_processes():
-    code = ("from ghn_ext.graph import ArchGraph, Node\n"
+    code = ("from ghn_ext.core.graph import ArchGraph, Node\n"
             "g = ArchGraph([Node('input', 0, 3), Node('stem_conv', 0, 4), Node('conv1x1', 0, 8),"
             " Node('classifier', 1, 10)], [(0, 1), (1, 2), (2, 3)])\n"
             "print(g.stable_hash(), hash('salt-check'))\n")
@@ -477,7 +477,7 @@ def test_render_png_produces_valid_png(tmp_path):
 
 
 def test_render_png_without_dot_raises(monkeypatch, tmp_path):
-    import ghn_ext.graph as graph_mod
+    import ghn_ext.core.graph as graph_mod
     monkeypatch.setattr(graph_mod.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="graphviz `dot` binary"):
         tiny().render_png(tmp_path / "x.png")

@@ -1,4 +1,4 @@
-"""Tests for ghn_ext.groundtruth: the SGD-trained ground truth of the correlation benchmark.
+"""Tests for ghn_ext.studies.groundtruth: the SGD-trained ground truth of the correlation benchmark.
 
 A tiny protocol (one-cell, 4-channel networks of 3 nodes, 64 training and 100 validation images of
 real CIFAR-10) keeps every run to a second or two.
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ghn_ext import groundtruth as G
+from ghn_ext.studies import groundtruth as G
 from ghn_ext.cli import main
-from ghn_ext.groundtruth import Protocol, groundtruth_architectures, load_groundtruth, run_groundtruth
+from ghn_ext.studies.groundtruth import Protocol, groundtruth_architectures, load_groundtruth, run_groundtruth
 
 TINY = Protocol(num_nodes=3, num_blocks=1, channels=4, train_images=64, epochs=1, batch_size=32,
                 val_images=100)
@@ -176,7 +176,7 @@ def test_retraining_with_the_next_seed_merges_as_a_repeat(data_dir, tmp_path):
 def test_a_shard_is_filled_by_one_run_at_a_time(data_dir, tmp_path, monkeypatch):
     """Issue 29: two runs of one shard trained the same architectures side by side. A shard another
     process holds is refused naming its pid; the other shards go on."""
-    from ghn_ext.io import InUseError, run_file
+    from ghn_ext.core.files import InUseError, run_file
     path = tmp_path / "gt.json"
     with run_file(path, "shard0of2"):
         with pytest.raises(InUseError, match=rf"{path} \(shard0of2\) is being written by another run \(pid \d+\)"):

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
+from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
 from ghn_ext.nets.network import count_params, infer_shapes, run_network
 from ghn_ext.spaces import nb201
 

@@ -1,4 +1,4 @@
-"""Tests of ghn_ext.primitives and ghn_ext.nets.network: ops, shapes, parameters, forward, FLOPs."""
+"""Tests of ghn_ext.core.primitives and ghn_ext.nets.network: ops, shapes, parameters, forward, FLOPs."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 import ghn_ext.nets.network as netmod
-from ghn_ext.graph import ArchGraph, GraphError, Node
+from ghn_ext.core.graph import ArchGraph, GraphError, Node
 from ghn_ext.nets import (ArchNetwork, NodeShape, count_flops, count_params, infer_shapes, param_shapes,
                           run_network, summary)
 from ghn_ext.nets.network import norm_count
-from ghn_ext.primitives import OP_INDEX, OP_NAMES, PRIMITIVES, batch_norm
+from ghn_ext.core.primitives import OP_INDEX, OP_NAMES, PRIMITIVES, batch_norm
 from ghn_ext.spaces import classification as cls_space
 from ghn_ext.spaces import nb201
 

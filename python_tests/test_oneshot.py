@@ -1,4 +1,4 @@
-"""Tests of ghn_ext.oneshot: the one-shot weight-sharing baseline (shapes for both spaces, sharing of
+"""Tests of ghn_ext.models.oneshot: the one-shot weight-sharing baseline (shapes for both spaces, sharing of
 storage between architectures, gradients, checkpoints, errors) and its training through Trainer."""
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ghn_ext.ghn import CheckpointError, GHNConfig, GraphHyperNetwork
+from ghn_ext.models.ghn import CheckpointError, GHNConfig, GraphHyperNetwork
 from ghn_ext.nets.network import param_shapes, run_network
-from ghn_ext.oneshot import OneShotConfig, OneShotModel, concat_columns, weight_keys
+from ghn_ext.models.oneshot import OneShotConfig, OneShotModel, concat_columns, weight_keys
 from ghn_ext.spaces import classification, make_sampler
-from ghn_ext.train import TrainConfig, Trainer, read_log
+from ghn_ext.workflows.train import TrainConfig, Trainer, read_log
 
 CLS = OneShotConfig(num_nodes=5, num_blocks=3, channels=4)
 NB = OneShotConfig(space="nb201", channels=4, cells_per_stage=1)

@@ -1,4 +1,4 @@
-"""Pretrained GHNs shipped inside the package (ghn_ext.pretrained): exported with their provenance,
+"""Pretrained GHNs shipped inside the package (ghn_ext.models.pretrained): exported with their provenance,
 loaded by name with a checksum check, refused when damaged or unreadable; used by `ghn score` and
 `ghn search` when no --ckpt is given."""
 from __future__ import annotations
@@ -8,8 +8,10 @@ import json
 import pytest
 import torch
 
-from ghn_ext import cli, pretrained
-from ghn_ext.ghn import CheckpointError, GHNConfig, GraphHyperNetwork
+from ghn_ext import cli
+
+from ghn_ext.models import pretrained
+from ghn_ext.models.ghn import CheckpointError, GHNConfig, GraphHyperNetwork
 from ghn_ext.spaces import nb201
 from test_cli import NB201_ARCHS, one_error_line
 

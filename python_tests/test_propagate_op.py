@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ghn_ext.ops._extension as ext
-from ghn_ext.graph import GraphBatch
+from ghn_ext.core.graph import GraphBatch
 from ghn_ext.ops import HAS_EXTENSION
 from ghn_ext.ops.propagate import GNNParams, propagate, propagate_reference
 from ghn_ext.ops.schedule import dag_schedule

@@ -1,21 +1,19 @@
-"""Ranking measures and their bootstrap intervals (ghn_ext.ranking), the NAS-Bench-201 truth table reader
-(ghn_ext.truth_table) and the zero-cost proxies (ghn_ext.proxies)."""
+"""Ranking measures and their bootstrap intervals (ghn_ext.core.rank_measures), the NAS-Bench-201 truth table reader
+(ghn_ext.studies.truth_table) and the zero-cost proxies (ghn_ext.nets.proxies)."""
 from __future__ import annotations
 
 import math
-import random
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
-from ghn_ext.graph import ArchGraph, Node
-from ghn_ext.nets.network import count_params
-from ghn_ext.proxies import naswot, synflow
-from ghn_ext.ranking import MEASURES, bootstrap_intervals, ranking_measures, top_recall
+from ghn_ext.core.graph import ArchGraph, Node
+from ghn_ext.nets.proxies import naswot, synflow
+from ghn_ext.core.rank_measures import MEASURES, bootstrap_intervals, ranking_measures, top_recall
 from ghn_ext.spaces import nb201
-from ghn_ext.truth_table import TruthTableError, read_truth_table
+from ghn_ext.studies.truth_table import TruthTableError, read_truth_table
 
 
 # ----------------------------------------------------------------------------- ranking measures

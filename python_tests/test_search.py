@@ -1,4 +1,4 @@
-"""Tests for ghn_ext.search: ranking, resumable scoring, rebuilding ranked architectures, Top-best.
+"""Tests for ghn_ext.workflows.search: ranking, resumable scoring, rebuilding ranked architectures, Top-best.
 
 A GHN with 4x4 blocks and one propagation pass (untrained: the ranking machinery does not care how
 good the scores are) scores one-block, 4-channel networks on 100 real CIFAR-10 validation images.
@@ -15,10 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from ghn_ext import search as S  # noqa: E402
-from ghn_ext.ghn import GHNConfig, GraphHyperNetwork  # noqa: E402
+from ghn_ext.workflows import search as S  # noqa: E402
+from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork  # noqa: E402
 from ghn_ext.nets.network import count_flops, count_params  # noqa: E402
-from ghn_ext.search import SearchConfig, arch_from_record, run_search, search_architectures, top_best  # noqa: E402
+from ghn_ext.workflows.search import SearchConfig, arch_from_record, run_search, search_architectures, top_best  # noqa: E402
 from ghn_ext.spaces import nb201  # noqa: E402
 
 FIELDS = {"index", "hash", "arch", "score", "finetune_steps", "params", "flops", "signal", "images", "scorer"}
@@ -235,8 +235,8 @@ def test_finetuned_search_trains_generated_weights_and_keeps_plain_scores_apart(
 
 
 def test_search_combined_with_synflow_ranks_by_the_mean_rank(data_dir, tmp_path):
-    from ghn_ext.proxies import synflow
-    from ghn_ext.ranking import rank_mean
+    from ghn_ext.nets.proxies import synflow
+    from ghn_ext.core.rank_measures import rank_mean
     cfg = search_config(data_dir, space="nb201", num_archs=4, archs_per_batch=2, combine="synflow")
     ranking = run_search(tiny_ghn("nb201"), cfg, tmp_path, progress=False)
     assert [r["combined"] for r in ranking] == sorted((r["combined"] for r in ranking), reverse=True)

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from ghn_ext import spaces
-from ghn_ext.graph import ArchGraph, GraphError
+from ghn_ext.core.graph import ArchGraph, GraphError
 from ghn_ext.nets.network import count_flops, infer_shapes
-from ghn_ext.primitives import PRIMITIVES
+from ghn_ext.core.primitives import PRIMITIVES
 from ghn_ext.spaces import anytime
 from ghn_ext.spaces import classification as cls_space
 from ghn_ext.spaces import nb201

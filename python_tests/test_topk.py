@@ -1,12 +1,12 @@
-"""Tests of ghn_ext.topk (`ghn compare-top`): the search's top k trained under the ground-truth protocol
+"""Tests of ghn_ext.studies.topk (`ghn compare-top`): the search's top k trained under the ground-truth protocol
 against k random ground-truth architectures, with resume and clear errors."""
 from __future__ import annotations
 
 import json
 
 from ghn_ext.cli import main
-from ghn_ext.ghn import GHNConfig, GraphHyperNetwork
-from ghn_ext.groundtruth import Protocol, run_groundtruth
+from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
+from ghn_ext.studies.groundtruth import Protocol, run_groundtruth
 
 TINY = Protocol(num_nodes=3, num_blocks=1, channels=4, train_images=64, epochs=1, batch_size=32, val_images=100)
 

@@ -1,4 +1,4 @@
-"""Tests for ghn_ext.train: GHN training on real CIFAR-10, checkpoints, exact resume, failure modes.
+"""Tests for ghn_ext.workflows.train: GHN training on real CIFAR-10, checkpoints, exact resume, failure modes.
 
 Every run is tiny (one-block networks of 4-8 channels, 3-node cells, a GHN with 4x4 blocks and one
 propagation pass), so the whole file takes seconds on two CPU cores. Uses the real CIFAR-10 from
@@ -21,11 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from ghn_ext import train as T  # noqa: E402
-from ghn_ext.data import normalize  # noqa: E402
-from ghn_ext.ghn import CheckpointError, GraphHyperNetwork  # noqa: E402
+from ghn_ext.workflows import train as T  # noqa: E402
+from ghn_ext.core.data import normalize  # noqa: E402
+from ghn_ext.models.ghn import CheckpointError, GraphHyperNetwork  # noqa: E402
 from ghn_ext.nets.network import run_network  # noqa: E402
-from ghn_ext.train import NonFiniteLossError, TrainConfig, Trainer, read_log, step_architectures  # noqa: E402
+from ghn_ext.workflows.train import NonFiniteLossError, TrainConfig, Trainer, read_log, step_architectures  # noqa: E402
 
 TINY_GHN = {"block_channels": 4, "T": 1}
 

@@ -13,9 +13,9 @@ from typing import Optional
 
 from torch import Tensor
 
-from ..graph import ArchGraph, GraphError
-from ..primitives import PRIMITIVES
-from .network import ArchNetwork, NodeWeights, node_flops, run_network
+from ghn_ext.core.graph import ArchGraph, GraphError
+from ghn_ext.core.primitives import PRIMITIVES
+from ghn_ext.nets.network import ArchNetwork, NodeWeights, node_flops, run_network
 
 
 @dataclass(frozen=True)

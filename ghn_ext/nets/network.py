@@ -15,8 +15,8 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..graph import ArchGraph, GraphError
-from ..primitives import PRIMITIVES, batch_norm, concat_bottleneck
+from ghn_ext.core.graph import ArchGraph, GraphError
+from ghn_ext.core.primitives import PRIMITIVES, batch_norm, concat_bottleneck
 
 NodeWeights = Mapping[int, Mapping[str, Tensor]]
 

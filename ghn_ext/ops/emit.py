@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ._extension import HAS_EXTENSION, has_kernel, use_extension
+from ghn_ext.ops._extension import HAS_EXTENSION, has_kernel, use_extension
 
 __all__ = ["check_emit_args", "check_emit_edges_args", "emit_edge_weights", "emit_edges_reference",
            "emit_reference", "emit_weights", "numel_of"]

@@ -23,7 +23,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from .schedule import Schedule
+from ghn_ext.ops.schedule import Schedule
 
 SCHEMES = ("fb", "sync")
 
@@ -143,7 +143,7 @@ def check_params(params: Sequence[Tensor]) -> GNNParams:
 # ---------------------------------------------------------------------------------------------
 # the compiled op
 
-from ._extension import HAS_EXTENSION, has_kernel, use_extension  # noqa: E402
+from ghn_ext.ops._extension import HAS_EXTENSION, has_kernel, use_extension  # noqa: E402
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._extension import HAS_EXTENSION, has_kernel, use_extension
+from ghn_ext.ops._extension import HAS_EXTENSION, has_kernel, use_extension
 
 __all__ = ["Schedule", "dag_schedule", "dag_schedule_reference"]
 

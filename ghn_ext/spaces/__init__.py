@@ -4,8 +4,8 @@ from __future__ import annotations
 import random
 from typing import Callable
 
-from ..graph import ArchGraph
-from . import anytime, classification, nb201
+from ghn_ext.core.graph import ArchGraph
+from ghn_ext.spaces import anytime, classification, nb201
 
 SPACES = ("classification", "nb201", "anytime")
 Sampler = Callable[[random.Random], ArchGraph]

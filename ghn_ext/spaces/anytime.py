@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from ..graph import ArchGraph, GraphError, Node
+from ghn_ext.core.graph import ArchGraph, GraphError, Node
 
 OPS: tuple[str, ...] = ("conv1x1", "conv3x3", "conv5x5", "max_pool3x3", "avg_pool3x3")
 BLOCK_NODES: tuple[int, ...] = (24, 16, 8)

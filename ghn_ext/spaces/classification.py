@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..graph import ArchGraph, GraphError, Node
+from ghn_ext.core.graph import ArchGraph, GraphError, Node
 
 OPS: tuple[str, ...] = ("identity", "conv1x1", "sep_conv3x3", "sep_conv5x5", "dil_sep_conv3x3",
                         "dil_sep_conv5x5", "conv1x7_7x1", "max_pool3x3", "avg_pool3x3")
@@ -126,7 +126,7 @@ def imagenet_mobile_network(cell: Cell, channels: int, num_blocks: int = 14,
 def widest_mobile_channels(cell: Cell, max_mult_adds: float = 600e6, image_size: int = 224) -> int:
     """Largest initial channel count whose ImageNet-mobile network stays under `max_mult_adds`
     multiply-adds (the mobile-setting convention; FlopCounterMode counts 2 FLOPs per multiply-add)."""
-    from ..nets.network import count_flops
+    from ghn_ext.nets.network import count_flops
 
     def mult_adds(c: int) -> float:
         return count_flops(imagenet_mobile_network(cell, c), (3, image_size, image_size)) / 2

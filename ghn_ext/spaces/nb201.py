@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import re
 
-from ..graph import ArchGraph, GraphError, Node
+from ghn_ext.core.graph import ArchGraph, GraphError, Node
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 TO_PRIMITIVE = {"none": "zero", "skip_connect": "identity", "nor_conv_1x1": "conv1x1",

@@ -20,13 +20,13 @@ import torch
 from scipy.stats import spearmanr
 
 from ghn_ext.cli import scoring_skeleton
-from ghn_ext.data import cifar10_splits
-from ghn_ext.evaluate import DEFAULT_SIGNAL, network_score_sum
-from ghn_ext.ghn import GraphHyperNetwork
-from ghn_ext.io import write_json_atomic
-from ghn_ext.pretrained import resolve_checkpoint
-from ghn_ext.progress import progress_bar
-from ghn_ext.search import SearchConfig, run_search, search_architectures
+from ghn_ext.core.data import cifar10_splits
+from ghn_ext.workflows.evaluate import DEFAULT_SIGNAL, network_score_sum
+from ghn_ext.models.ghn import GraphHyperNetwork
+from ghn_ext.core.files import write_json_atomic
+from ghn_ext.models.pretrained import resolve_checkpoint
+from ghn_ext.core.progress import progress_bar
+from ghn_ext.workflows.search import SearchConfig, run_search, search_architectures
 
 
 def top(scores: dict[str, float], k: int) -> set[str]:

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,8 +37,8 @@ from pathlib import Path
 import torch
 
 from ghn_ext import cli
-from ghn_ext.ghn import GraphHyperNetwork
-from ghn_ext.io import content_digest
+from ghn_ext.models.ghn import GraphHyperNetwork
+from ghn_ext.core.files import content_digest
 from ghn_ext.ops.emit import emit_weights
 from ghn_ext.ops.propagate import GNNParams, propagate
 from ghn_ext.ops.schedule import dag_schedule
@@ -91,7 +90,7 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
             rc = cli.main(argv)
         except SystemExit as exc:
             rc = exc.code if isinstance(exc.code, int) else 1
-        except BaseException as exc:  # a traceback a user would see
+        except BaseException:  # a traceback a user would see
             import traceback
             traceback.print_exc()
             rc = 1
@@ -145,7 +144,7 @@ def checkpoints(p: Probes, ghn_path: Path, data: str, tmp: Path) -> None:
     ckpt = torch.load(ghn_path, weights_only=True)
 
     def resaved(change) -> bytes:  # a checkpoint someone wrote with a valid checksum
-        from ghn_ext.io import with_checksum
+        from ghn_ext.core.files import with_checksum
         c = copy.deepcopy({k: v for k, v in ckpt.items() if k != "sha256"})
         change(c)
         buf = io.BytesIO()
@@ -311,7 +310,7 @@ def concurrent_runs(p: Probes, ghn: Path, data: str, tmp: Path) -> None:
     scores.write_text('{"first": "run"}\n')
     gt = tmp / "gt.json"
     holders = [
-        subprocess.Popen([sys.executable, "-c", "import sys, time; from ghn_ext.io import run_folder, run_file\n"
+        subprocess.Popen([sys.executable, "-c", "import sys, time; from ghn_ext.core.files import run_folder, run_file\n"
                           f"with {hold}:\n    print('held', flush=True); time.sleep(120)"],
                          stdout=subprocess.PIPE, text=True)
         for hold in (f"run_folder({str(out)!r})", f"run_file({str(scores)!r})",

@@ -6,7 +6,7 @@ import argparse
 import math
 from typing import Callable
 
-from .checks import MAX_SEED
+from ghn_ext.core.checks import MAX_SEED
 
 
 def _integer(text: str) -> int:

@@ -13,10 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .ghn import CHECKPOINT_FORMAT, CheckpointError, GraphHyperNetwork, load_checkpoint
-from .io import write_json_atomic
+from ghn_ext.core.checkpoints import CheckpointError, load_checkpoint
+from ghn_ext.models.ghn import CHECKPOINT_FORMAT, GraphHyperNetwork
+from ghn_ext.core.files import write_json_atomic
 
-CHECKPOINT_DIR = Path(__file__).with_name("checkpoints")
+CHECKPOINT_DIR = Path(__file__).parents[1] / "checkpoints"  # ghn_ext/checkpoints
 MANIFEST = CHECKPOINT_DIR / "manifest.json"
 
 
@@ -73,11 +74,11 @@ def export(name: str, source: str | Path, command: str, data: str, notes: dict[s
     only, written to CHECKPOINT_DIR/<name>.pt with a manifest entry recording `command`, `data`, its
     training time and `notes` (what it measured). A maintainer's step, run once per release of a GHN."""
     ghn = GraphHyperNetwork.load(source)
-    trained = load_checkpoint(source).get("train_config")
+    trained = load_checkpoint(source, CHECKPOINT_FORMAT, what="GHN").get("train_config")
     path = CHECKPOINT_DIR / f"{name}.pt"
     CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
     ghn.save(path, extra={"train_config": trained} if trained else None)
-    from .correlate import training_seconds
+    from ghn_ext.core.run_log import training_seconds
     entry = {"file": path.name, "sha256": sha256(path), "format": CHECKPOINT_FORMAT, "space": ghn.config.space,
              "bytes": path.stat().st_size, "command": command, "data": data,
              "training_hours": round(training_seconds(source) / 3600, 3), **notes}

@@ -9,12 +9,12 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .data import Split, network_input
-from .ghn import GraphHyperNetwork
-from .graph import ArchGraph
-from .io import content_digest
-from .nets.anytime import Exit, run_anytime
-from .nets.network import run_network
+from ghn_ext.core.data import Split, network_input
+from ghn_ext.models.ghn import GraphHyperNetwork
+from ghn_ext.core.graph import ArchGraph
+from ghn_ext.core.files import content_digest
+from ghn_ext.nets.anytime import Exit, run_anytime
+from ghn_ext.nets.network import run_network
 
 IMAGE_BATCH = 100  # images per forward pass, and so per BatchNorm statistics: part of what a score means
 

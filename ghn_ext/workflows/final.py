@@ -7,7 +7,7 @@ weighted 0.5. The paper trains 600 epochs on all 45,000 training images; any sho
 of options. Checkpoints are written atomically every few hundred steps and at every epoch's end; a
 rerun in the same folder resumes exactly (same batches, same drop masks, same optimiser state).
 
-Under torchrun (ghn_ext.distributed) the network and its auxiliary head train under
+Under torchrun (ghn_ext.core.distributed) the network and its auxiliary head train under
 DistributedDataParallel, each rank on its own rows of a global batch of batch_size images per rank, with
 the learning rate multiplied by the number of ranks and warmed up linearly over the first warmup_epochs
 (the paper: 32 GPUs, lr x 32, 5 warmup epochs). The lr is a function of the step alone, so a run resumes
@@ -28,16 +28,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checks import require_training_recipe
-from .data import TensorLoader, cifar10_splits
-from .distributed import DistContext, all_sum, gather_lists, wrap_ddp
-from .evaluate import network_accuracy
-from .ghn import CheckpointError, resuming_from
-from .graph import ArchGraph
-from .io import atomic_save, truncate_log, write_json_atomic
-from .nets.network import ArchNetwork, infer_shapes, run_network
-from .primitives import PRIMITIVES
-from .progress import progress_bar
+from ghn_ext.core.checks import require_training_recipe
+from ghn_ext.core.data import TensorLoader, cifar10_splits
+from ghn_ext.core.distributed import DistContext, all_sum, gather_lists, wrap_ddp
+from ghn_ext.workflows.evaluate import network_accuracy
+from ghn_ext.core.checkpoints import CheckpointError, resuming_from
+from ghn_ext.core.graph import ArchGraph
+from ghn_ext.core.files import atomic_save, truncate_log, write_json_atomic
+from ghn_ext.nets.network import ArchNetwork, infer_shapes, run_network
+from ghn_ext.core.primitives import PRIMITIVES
+from ghn_ext.core.progress import progress_bar
 
 STATE_FORMAT = "ghn_ext.final/2"
 # ops whose paths drop-path leaves alone: the cell's plumbing and parameter-free pass-throughs

@@ -1,7 +1,7 @@
 """Architecture graphs: the computation graph (a DAG of operations) that a GHN reads.
 
 A graph holds nodes in block order: every node names an op from the vocabulary in
-``ghn_ext.primitives`` plus attributes (output channels, stride, scale, exit flag, ...), and
+``ghn_ext.core.primitives`` plus attributes (output channels, stride, scale, exit flag, ...), and
 directed edges carry activations from node to node. Blocks are the repeated modules of paper Sec. 4.3:
 the stacked GHN propagates inside each block and hands a graph embedding from block to block, so a
 node's block never decreases along an edge.
@@ -19,7 +19,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
-from .primitives import OP_INDEX, PRIMITIVES
+from ghn_ext.core.primitives import OP_INDEX, PRIMITIVES
 
 FORMAT = "ghn_ext.graph/1"
 

@@ -1,6 +1,6 @@
 """Training a GHN over random architectures (paper Sec. 4.5, 5.1.1, appendix 7.2).
 
-The same loop trains the one-shot weight-sharing baseline (``model="oneshot"``, ghn_ext.oneshot):
+The same loop trains the one-shot weight-sharing baseline (``model="oneshot"``, ghn_ext.models.oneshot):
 both map architectures to their weights and learn from the networks' loss.
 
 Each step draws fresh random architectures, generates their weights, and minimises the cross-entropy
@@ -9,7 +9,7 @@ of the run). The run is a pure function of its config: step s draws its architec
 generator seeded by (seed, s) and the loader's batches are counter-based, so a run resumed from its
 last checkpoint continues exactly as if it had never stopped.
 
-Under torchrun (ghn_ext.distributed) the model trains under DistributedDataParallel: step s draws
+Under torchrun (ghn_ext.core.distributed) the model trains under DistributedDataParallel: step s draws
 archs_per_step architectures per rank from the same (seed, s) generator, each rank takes its own, and
 its own rows of a global batch of batch_size images per rank; the gradients are averaged over the ranks.
 Rank 0 writes the log and the checkpoints, which resume on any number of ranks.
@@ -30,16 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .checks import MAX_SEED, require_int
-from .data import TensorLoader, cifar10_splits
-from .distributed import DistContext, all_sum, deal, gather_lists, wrap_ddp
-from .evaluate import score_architectures
-from .ghn import CheckpointError, GHNConfig, GraphHyperNetwork, resuming_from
-from .io import atomic_save, checksum_matches, truncate_log, with_checksum
-from .nets.network import run_network
-from .oneshot import OneShotConfig, OneShotModel
-from .progress import progress_bar
-from .spaces import make_sampler
+from ghn_ext.core.checks import MAX_SEED, require_int
+from ghn_ext.core.data import TensorLoader, cifar10_splits
+from ghn_ext.core.distributed import DistContext, all_sum, deal, gather_lists, wrap_ddp
+from ghn_ext.workflows.evaluate import score_architectures
+from ghn_ext.core.checkpoints import CheckpointError, resuming_from
+from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
+from ghn_ext.core.files import atomic_save, checksum_matches, truncate_log, with_checksum
+from ghn_ext.nets.network import run_network
+from ghn_ext.models.oneshot import OneShotConfig, OneShotModel
+from ghn_ext.core.progress import progress_bar
+from ghn_ext.spaces import make_sampler
+from ghn_ext.core.run_log import read_log, training_seconds
 
 TRAIN_STATE_FORMAT = "ghn_ext.train/1"
 # Settings a resumed run may change: they do not alter what is trained, only bookkeeping.
@@ -158,7 +160,7 @@ def retarget_lr_schedule(scheduler, steps: int) -> None:
 
 class Trainer:
     """Owns the GHN, optimiser, data and output folder of one training run (of this rank's share of
-    it under torchrun: `ctx` from ghn_ext.distributed.init_distributed)."""
+    it under torchrun: `ctx` from ghn_ext.core.distributed.init_distributed)."""
 
     def __init__(self, cfg: TrainConfig, out_dir: str | Path, ctx: Optional[DistContext] = None):
         self.cfg = cfg
@@ -318,10 +320,6 @@ class Trainer:
         return {"step": self.step, "done": self.step == self.cfg.steps}
 
 
-def read_log(path: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
-
-
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True) -> Trainer:
     trainer = Trainer(cfg, out_dir)
     if resume:
@@ -330,4 +328,4 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: 
     return trainer
 
 
-__all__ = ["TrainConfig", "Trainer", "NonFiniteLossError", "train", "read_log", "step_architectures"]
+__all__ = ["TrainConfig", "Trainer", "NonFiniteLossError", "train", "read_log", "step_architectures", "training_seconds"]

@@ -14,7 +14,6 @@ pieces are laid side by side along the bottleneck's input channels.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -23,15 +22,16 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .checks import require_int
-from .graph import ArchGraph, GraphBatch, Node, as_graph_list
-from .io import atomic_save, checksum_matches, with_checksum
-from .nets.anytime import AnytimeNetwork
-from .nets.network import ArchNetwork, infer_shapes, param_shapes
-from .ops.emit import emit_edge_weights, emit_weights
-from .ops.propagate import GNNParams, SCHEMES, propagate
-from .ops.schedule import dag_schedule
-from .primitives import OP_INDEX, OP_NAMES, PRIMITIVES
+from ghn_ext.core.checks import require_int
+from ghn_ext.core.graph import ArchGraph, GraphBatch, Node, as_graph_list
+from ghn_ext.core.checkpoints import CheckpointError, load_checkpoint
+from ghn_ext.core.files import atomic_save, with_checksum
+from ghn_ext.nets.anytime import AnytimeNetwork
+from ghn_ext.nets.network import ArchNetwork, infer_shapes, param_shapes
+from ghn_ext.ops.emit import emit_edge_weights, emit_weights
+from ghn_ext.ops.propagate import GNNParams, SCHEMES, propagate
+from ghn_ext.ops.schedule import dag_schedule
+from ghn_ext.core.primitives import OP_INDEX, OP_NAMES, PRIMITIVES
 
 CHECKPOINT_FORMAT = "ghn_ext.ghn/1"
 MAX_PASSES = 1000  # propagation passes T: the paper uses 5; more only grows a buffer of 2*T*N rows
@@ -39,22 +39,6 @@ _STRIDES, _SCALES = (1, 2, 4), (0, 32, 16, 8)
 NUM_FEATURES = len(OP_NAMES) + len(_STRIDES) + len(_SCALES) + 1
 # The op vocabulary of checkpoints that do not record theirs: everything before "norm_relu" was added
 _LEGACY_OP_NAMES = OP_NAMES[:OP_NAMES.index("norm_relu")]
-
-
-class CheckpointError(RuntimeError):
-    """A GHN checkpoint is missing, corrupt, or belongs to another search space."""
-
-
-@contextmanager
-def resuming_from(path: Path):
-    """Wrap the loading of a run's checkpoint: any failure becomes one CheckpointError naming `path`
-    (a damaged file raises many kinds of errors; the run folder is left untouched)."""
-    try:
-        yield
-    except CheckpointError as exc:
-        raise CheckpointError(f"cannot resume from {path}: {exc}") from exc
-    except Exception as exc:
-        raise CheckpointError(f"cannot resume from {path}: corrupt checkpoint ({type(exc).__name__})") from exc
 
 
 @dataclass(frozen=True)
@@ -303,13 +287,13 @@ class GraphHyperNetwork(nn.Module):
 
     @classmethod
     def pretrained(cls, name: str, map_location="cpu") -> "GraphHyperNetwork":
-        """A GHN shipped with the package ("nb201", ...: ghn_ext.pretrained.manifest()), checksum-verified."""
-        from .pretrained import pretrained_path  # that module reads this one's checkpoint format
+        """A GHN shipped with the package ("nb201", ...: ghn_ext.models.pretrained.manifest()), checksum-verified."""
+        from ghn_ext.models.pretrained import pretrained_path  # that module reads this one's checkpoint format
         return cls.load(pretrained_path(name), map_location=map_location)
 
     @classmethod
     def load(cls, path: str | Path, space: Optional[str] = None, map_location="cpu") -> "GraphHyperNetwork":
-        ckpt = load_checkpoint(path, map_location)
+        ckpt = load_checkpoint(path, CHECKPOINT_FORMAT, map_location, what="GHN")
         try:
             config = GHNConfig(**{f.name: ckpt["config"][f.name] for f in fields(GHNConfig)
                                   if f.name in ckpt["config"]})
@@ -350,22 +334,3 @@ def remap_vocabulary(state: dict[str, Tensor], op_names: Sequence[str]) -> dict[
                 branches[OP_INDEX[op]] = state[key][i]
             state[key] = branches
     return state
-
-
-def load_checkpoint(path: str | Path, map_location="cpu", fmt: str = CHECKPOINT_FORMAT) -> dict[str, Any]:
-    """The dict saved at `path` with format tag `fmt` (a GHN's unless told), or a CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a ghn_ext checkpoint "
-                              f"(torch.load failed with {type(exc).__name__})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
-        what = "GHN" if fmt == CHECKPOINT_FORMAT else fmt
-        raise CheckpointError(f"{path} is not a ghn_ext {what} checkpoint")
-    if not checksum_matches(ckpt):
-        raise CheckpointError(f"checkpoint {path} is damaged: its contents do not match the checksum saved "
-                              "with them")
-    return ckpt

@@ -14,11 +14,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from .correlate import PredictionCache, model_predictor, summarize
-from .data import cifar10_splits
-from .ghn import GraphHyperNetwork
-from .groundtruth import groundtruth_set
-from .train import TrainConfig, Trainer
+from ghn_ext.studies.correlate import PredictionCache, model_predictor, summarize
+from ghn_ext.core.data import cifar10_splits
+from ghn_ext.models.ghn import GraphHyperNetwork
+from ghn_ext.studies.groundtruth import groundtruth_set
+from ghn_ext.workflows.train import TrainConfig, Trainer
 
 STUDIES = ("nodes", "propagation", "stacking")
 

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from .graph import ArchGraph
-from .nets.network import ArchNetwork, infer_shapes, norm_count, run_network
+from ghn_ext.core.graph import ArchGraph
+from ghn_ext.nets.network import ArchNetwork, infer_shapes, norm_count, run_network
 
 
 def _fresh_weights(graph: ArchGraph, input_size, seed: int) -> dict[int, dict[str, Tensor]]:

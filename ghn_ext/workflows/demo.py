@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import print_ranking
-from .nets.network import summary
-from .search import SearchConfig, arch_from_record, run_search
-from .spaces import make_sampler
-from .train import TrainConfig, Trainer, read_log
+from ghn_ext.workflows.report import print_ranking
+from ghn_ext.nets.network import summary
+from ghn_ext.workflows.search import SearchConfig, arch_from_record, run_search
+from ghn_ext.spaces import make_sampler
+from ghn_ext.workflows.train import TrainConfig, Trainer, read_log
 
 
 @dataclass(frozen=True)

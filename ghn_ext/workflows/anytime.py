@@ -22,16 +22,17 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .checks import require_training_recipe
-from .data import Split, TensorLoader
-from .evaluate import IMAGE_BATCH, curve_area, exit_accuracies
-from .ghn import CheckpointError, GraphHyperNetwork, load_checkpoint, resuming_from
-from .graph import ArchGraph, Node
-from .io import atomic_save
-from .nets.anytime import AnytimeNetwork, exit_schedule
-from .nets.network import count_flops
-from .progress import progress_bar
-from .spaces import anytime
+from ghn_ext.core.checks import require_training_recipe
+from ghn_ext.core.data import Split, TensorLoader
+from ghn_ext.workflows.evaluate import IMAGE_BATCH, curve_area, exit_accuracies
+from ghn_ext.core.checkpoints import CheckpointError, load_checkpoint, resuming_from
+from ghn_ext.models.ghn import GraphHyperNetwork
+from ghn_ext.core.graph import ArchGraph, Node
+from ghn_ext.core.files import atomic_save
+from ghn_ext.nets.anytime import AnytimeNetwork, exit_schedule
+from ghn_ext.nets.network import count_flops
+from ghn_ext.core.progress import progress_bar
+from ghn_ext.spaces import anytime
 
 
 @torch.no_grad()
@@ -137,7 +138,7 @@ def train_anytime(graph: ArchGraph, cfg: AnytimeTrainConfig, train: Split, test:
                      "loader": loader.state_dict()}, checkpoint)
 
     if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint, fmt=CHECKPOINT_FORMAT)
+        state = load_checkpoint(checkpoint, CHECKPOINT_FORMAT)
         if {k: state.get(k) for k in run} != run:
             raise CheckpointError(f"{checkpoint} holds another run (architecture or settings differ); "
                                   "use another output folder or the same settings")

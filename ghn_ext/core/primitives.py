@@ -141,7 +141,7 @@ PRIMITIVES: dict[str, Primitive] = {p.name: p for p in [
     _p("max_pool3x3", "apply_sum", _no_params, _max_pool, False, keeps_channels=True),
     _p("avg_pool3x3", "apply_sum", _no_params, _avg_pool, False, keeps_channels=True),
     # appended, not grouped with the structure ops above: a node's one-hot index is its position, and
-    # GHN checkpoints written before it existed are read by name (ghn_ext.ghn.remap_vocabulary)
+    # GHN checkpoints written before it existed are read by name (ghn_ext.models.ghn.remap_vocabulary)
     _p("norm_relu", "apply_sum", _no_params, _norm_relu, True, keeps_channels=True, allows_stride=False),
 ]}
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .graph import GraphError
-from .spaces import nb201
+from ghn_ext.core.graph import GraphError
+from ghn_ext.spaces import nb201
 
 DEFAULT_COLUMN = "cifar10_test_200ep"
 

@@ -22,11 +22,11 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from .ghn import CheckpointError, load_checkpoint
-from .graph import ArchGraph, as_graph_list
-from .io import atomic_save
-from .nets.network import param_shapes
-from .spaces import classification, nb201
+from ghn_ext.core.checkpoints import CheckpointError, load_checkpoint
+from ghn_ext.core.graph import ArchGraph, as_graph_list
+from ghn_ext.core.files import atomic_save
+from ghn_ext.nets.network import param_shapes
+from ghn_ext.spaces import classification, nb201
 
 CHECKPOINT_FORMAT = "ghn_ext.oneshot/1"
 
@@ -147,7 +147,7 @@ class OneShotModel(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, map_location="cpu") -> "OneShotModel":
-        ckpt = load_checkpoint(path, map_location, CHECKPOINT_FORMAT)
+        ckpt = load_checkpoint(path, CHECKPOINT_FORMAT, map_location)
         try:
             config = OneShotConfig(**{f.name: ckpt["config"][f.name] for f in fields(OneShotConfig)
                                       if f.name in ckpt["config"]})

@@ -15,7 +15,7 @@ benchmark this ranks far better than generated weights alone (bench/RESULTS.md).
 Scores are appended to a JSON-lines file as they are computed, so an interrupted search resumes where
 it stopped; the ranking is rewritten atomically at the end.
 
-Under torchrun (ghn_ext.distributed) the chunks of architectures that a single process would score
+Under torchrun (ghn_ext.core.distributed) the chunks of architectures that a single process would score
 together are dealt to the ranks, each appending to its own scores file, and rank 0 gathers the scores
 into the ranking: the same chunks give the same scores, so the ranking equals the single-process one.
 """
@@ -29,21 +29,21 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .checks import MAX_SEED, require_int, require_number
-from .data import Split, TensorLoader, cifar10_splits
-from .distributed import DistContext, broadcast, deal, gather_lists
-from .evaluate import IMAGE_BATCH, check_signal, network_accuracy, network_score_sum, scorer_digest
-from .ghn import GraphHyperNetwork
-from .graph import ArchGraph
-from .io import end_with_newline, write_json_atomic
-from .nets.network import ArchNetwork, NodeWeights, count_flops, count_params
-from .progress import progress_bar
-from .proxies import synflow
-from .ranking import rank_mean
-from .spaces import make_sampler, nb201
-from .timing import Stopwatch
+from ghn_ext.core.checks import MAX_SEED, require_int, require_number
+from ghn_ext.core.data import cifar10_splits
+from ghn_ext.core.distributed import DistContext, broadcast, deal, gather_lists
+from ghn_ext.workflows.sgd import train_briefly
+from ghn_ext.workflows.evaluate import IMAGE_BATCH, check_signal, network_score_sum, scorer_digest
+from ghn_ext.models.ghn import GraphHyperNetwork
+from ghn_ext.core.graph import ArchGraph
+from ghn_ext.core.files import end_with_newline, write_json_atomic
+from ghn_ext.nets.network import count_flops, count_params
+from ghn_ext.core.progress import progress_bar
+from ghn_ext.nets.proxies import synflow
+from ghn_ext.core.rank_measures import rank_mean
+from ghn_ext.spaces import make_sampler, nb201
+from ghn_ext.core.timing import Stopwatch
 
 
 @dataclass(frozen=True)
@@ -274,35 +274,8 @@ def arch_from_record(rec: dict[str, Any], space: str, cfg: SearchConfig) -> Arch
     """Rebuild a ranked architecture (at the search's macro configuration)."""
     if space == "nb201":
         return nb201.network(rec["arch"], cfg.channels or 16, cfg.cells_per_stage)
-    from .spaces.classification import Cell, cifar_network
+    from ghn_ext.spaces.classification import Cell, cifar_network
     return cifar_network(Cell.from_dict(rec["arch"]), cfg.num_blocks, cfg.channels or 32)
-
-
-def train_briefly(graph: ArchGraph, train: Split, val: Split, steps: int, lr: float = 0.025,
-                  batch_size: int = 64, seed: int = 0, init: Optional[NodeWeights] = None,
-                  batch_stats: bool = False, device: str | torch.device = "cpu") -> float:
-    """SGD (momentum 0.9, cosine) for `steps` steps; returns validation accuracy.
-
-    From scratch, or from the weights `init` (a GHN's generated weights: GHN+SGD-k). BatchNorm's
-    running statistics are evaluated, or with `batch_stats` each validation batch's own statistics,
-    as a GHN's score is: after a few steps the running averages (momentum 0.1) are still mostly
-    their initial values, so an evaluation on them ranks networks by how far those are off."""
-    torch.manual_seed(seed)
-    net = ArchNetwork(graph, weights=init).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=3e-4, nesterov=True)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
-    loader = TensorLoader(train.images, train.labels, batch_size, shuffle=True, augment=True,
-                          drop_last=True, seed=seed)
-    net.train()
-    for x, y in loader.batches(steps):
-        loss = F.cross_entropy(net(x.to(device)), y.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    net.eval()
-    return network_accuracy(graph, net.node_weights(), val, device=device,
-                            norm_stats=None if batch_stats else net.norm_stats())
 
 
 def top_best(ranking: Sequence[dict[str, Any]], space: str, cfg: SearchConfig, out_dir: str | Path,
@@ -329,5 +302,5 @@ def top_best(ranking: Sequence[dict[str, Any]], space: str, cfg: SearchConfig, o
     return best
 
 
-__all__ = ["SearchConfig", "run_search", "halving_rounds", "score_resumably", "top_best", "search_architectures", "arch_from_record",
-           "train_briefly", "describe"]
+__all__ = ["SearchConfig", "run_search", "halving_rounds", "score_resumably", "top_best", "search_architectures",
+           "arch_from_record", "describe"]

@@ -26,13 +26,14 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from .data import Split, cifar10_splits
-from .graph import ArchGraph
-from .checks import require_int, require_training_recipe
-from .io import file_lock, run_file, write_json_atomic
-from .progress import progress_bar
-from .search import describe, train_briefly
-from .spaces import make_sampler
+from ghn_ext.core.data import Split, cifar10_splits
+from ghn_ext.core.graph import ArchGraph
+from ghn_ext.core.checks import require_int, require_training_recipe
+from ghn_ext.core.files import file_lock, run_file, write_json_atomic
+from ghn_ext.core.progress import progress_bar
+from ghn_ext.workflows.search import describe
+from ghn_ext.workflows.sgd import train_briefly
+from ghn_ext.spaces import make_sampler
 
 
 @dataclass(frozen=True)

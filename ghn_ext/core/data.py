@@ -66,7 +66,7 @@ class Split(NamedTuple):
 
     def prepared(self, device: str | torch.device = "cpu") -> "Split":
         """The images normalised once, channels-last on `device` (the layout the networks run in), for
-        scoring many networks on the same images: :func:`ghn_ext.evaluate.network_logits` takes them
+        scoring many networks on the same images: :func:`ghn_ext.workflows.evaluate.network_logits` takes them
         as they are instead of normalising every batch for every network."""
         x = network_input(self.images, device)
         return Split(x.contiguous(memory_format=torch.channels_last), self.labels.to(device))

@@ -16,9 +16,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .cli_types import learning_rate, nonnegative_int, positive_int, seed
-from .distributed import add_device_argument, distributed_run
-from .train import TrainConfig, Trainer
+from ghn_ext.cli.types import learning_rate, nonnegative_int, positive_int, seed
+from ghn_ext.core.distributed import add_device_argument, distributed_run
+from ghn_ext.workflows.train import TrainConfig, Trainer
 
 
 def _flops_range(text: str) -> tuple[float, float]:
@@ -30,12 +30,12 @@ def _flops_range(text: str) -> tuple[float, float]:
 
 
 def _baseline(a: argparse.Namespace):
-    from .anytime_search import msdnet_graph
+    from ghn_ext.workflows.anytime import msdnet_graph
     return msdnet_graph(a.baseline_layers, a.channels, a.baseline_exit_every)
 
 
 def _default_range(a: argparse.Namespace) -> tuple[float, float]:
-    from .nets.network import count_flops
+    from ghn_ext.nets.network import count_flops
     return a.flops_range or (0.0, float(count_flops(_baseline(a))))
 
 
@@ -54,12 +54,16 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_search(a: argparse.Namespace) -> int:
-    from .anytime_search import score_anytime
-    from .data import cifar10_splits
-    from .evaluate import IMAGE_BATCH, curve_area, scorer_digest
-    from .ghn import GraphHyperNetwork
-    from .io import write_json_atomic
-    from .search import SearchConfig, score_resumably, search_architectures
+    from ghn_ext.core.data import cifar10_splits
+    from ghn_ext.core.files import write_json_atomic
+    from ghn_ext.models.ghn import GraphHyperNetwork
+    from ghn_ext.workflows.anytime import score_anytime
+    from ghn_ext.workflows.evaluate import IMAGE_BATCH, curve_area, scorer_digest
+    from ghn_ext.workflows.search import (
+        SearchConfig,
+        score_resumably,
+        search_architectures,
+    )
     flops_range = _default_range(a)
     # full-size networks, architecture i drawn from (seed, i): a rerun resumes from the scores file
     archs = search_architectures(SearchConfig(num_archs=a.num_archs, channels=a.channels, seed=a.seed), "anytime")
@@ -93,12 +97,12 @@ def cmd_search(a: argparse.Namespace) -> int:
 
 
 def cmd_train_final(a: argparse.Namespace) -> int:
-    from .anytime_search import AnytimeTrainConfig, match_width, train_anytime
-    from .data import cifar10_splits
-    from .evaluate import curve_area, plot_curves
-    from .graph import ArchGraph
-    from .io import write_json_atomic
-    from .nets.network import count_flops
+    from ghn_ext.core.data import cifar10_splits
+    from ghn_ext.core.files import write_json_atomic
+    from ghn_ext.core.graph import ArchGraph
+    from ghn_ext.nets.network import count_flops
+    from ghn_ext.workflows.anytime import AnytimeTrainConfig, match_width, train_anytime
+    from ghn_ext.workflows.evaluate import curve_area, plot_curves
     path = Path(a.ranking)
     if not path.is_file():
         raise FileNotFoundError(f"ranking file {path} does not exist")
@@ -130,7 +134,7 @@ def cmd_train_final(a: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_parsers(sub) -> None:
     """The `anytime` verb and its three sub-verbs."""
     p = sub.add_parser("anytime", help="anytime prediction (paper Sec. 5.2): train the GHN, search by the area "
                        "under the accuracy-FLOPs curve, train the winner against an MSDNet-style baseline")

@@ -3,7 +3,7 @@
 Predictors score the ground-truth architectures (`ghn groundtruth`) on the same validation images:
   * a trained GHN: accuracy with generated weights;
   * SGD for k steps from scratch (the protocol's optimiser and data, only shorter);
-  * a one-shot weight-sharing model (ghn_ext.oneshot): accuracy with the shared weights;
+  * a one-shot weight-sharing model (ghn_ext.models.oneshot): accuracy with the shared weights;
   * GHN+SGD-k, not in the paper: a GHN's generated weights (or the one-shot model's) trained k more
     steps of that recipe, then scored.
 Each is compared with the ground truth by Pearson R over all architectures and over the top half (those
@@ -29,14 +29,14 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from .data import Split
-from .evaluate import score_architectures
-from .graph import ArchGraph
-from .groundtruth import Protocol
-from .io import content_digest, file_lock, write_json_atomic
-from .progress import progress_bar
-from .search import train_briefly
-from .train import read_log
+from ghn_ext.core.data import Split
+from ghn_ext.workflows.evaluate import score_architectures
+from ghn_ext.core.graph import ArchGraph
+from ghn_ext.studies.groundtruth import Protocol
+from ghn_ext.core.files import content_digest, file_lock, write_json_atomic
+from ghn_ext.core.progress import progress_bar
+from ghn_ext.workflows.sgd import train_briefly
+from ghn_ext.workflows.train import training_seconds
 
 
 @dataclass
@@ -54,16 +54,6 @@ class Predictor:
 
     def score_chunk(self, archs: list[ArchGraph]) -> list[float]:
         return self.score_many(archs) if self.score_many else [self.score(g) for g in archs]
-
-
-def training_seconds(checkpoint: str | Path) -> float:
-    """The training time logged beside a checkpoint (train_log.jsonl) up to the step it was saved at (a
-    snapshot's; the whole log for a final model), 0 when there is no log."""
-    log = Path(checkpoint).parent / "train_log.jsonl"
-    if not log.exists():
-        return 0.0
-    step = torch.load(checkpoint, map_location="cpu", weights_only=True).get("step")
-    return sum(r.get("seconds", 0.0) for r in read_log(log) if step is None or r.get("step", 0) < step)
 
 
 def model_source(model: torch.nn.Module, *settings: Any) -> str:
@@ -88,7 +78,7 @@ def _suffix(protocol: Protocol, batch_stats: bool, seed: Optional[int]) -> str:
 def sgd_predictor(steps: int, protocol: Protocol, train: Split, val: Split, batch_stats: bool = False,
                   seed: Optional[int] = None) -> Predictor:
     """Accuracy after `steps` steps of the ground truth's own SGD recipe, from scratch; BatchNorm as
-    in :func:`ghn_ext.search.train_briefly` (running statistics, or with `batch_stats` each batch's).
+    in :func:`ghn_ext.workflows.search.train_briefly` (running statistics, or with `batch_stats` each batch's).
     `seed` (default: the protocol's) draws the initial weights and the order of the images."""
     return Predictor(f"SGD-{steps}{_suffix(protocol, batch_stats, seed)}",
                      lambda g: train_briefly(g, train, val, steps, protocol.lr, protocol.batch_size,

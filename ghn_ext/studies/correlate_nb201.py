@@ -4,9 +4,9 @@ dev_1000.csv`): how well each orders the table's cells like the benchmark's 200-
 Rows: every GHN given, the cheap baselines a user could take instead (parameter count, FLOPs, the
 zero-cost proxies synflow and NASWOT, all computed here), and the table's own 12-epoch SGD column where
 it has one. Columns: Spearman, Kendall and Pearson over all cells and over the top half, and the top-10%
-recall, each with a 95% bootstrap interval over the cells (ghn_ext.ranking), and the cost per cell.
+recall, each with a 95% bootstrap interval over the cells (ghn_ext.core.rank_measures), and the cost per cell.
 
-Scores are cached per predictor in OUT/predictions.json (ghn_ext.correlate.PredictionCache), keyed by the
+Scores are cached per predictor in OUT/predictions.json (ghn_ext.studies.correlate.PredictionCache), keyed by the
 cell's full-skeleton network, so an interrupted run resumes and a rerun with more predictors or another
 accuracy column computes only what is new. A predictor's name carries every setting that changes its
 scores, so a cache never hands one setting's scores to another.
@@ -19,17 +19,18 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .correlate import PredictionCache, Predictor, model_source, scatter_plot, training_seconds
-from .data import Split, normalize
-from .evaluate import IMAGE_BATCH, score_architectures
-from .ghn import GraphHyperNetwork
-from .graph import ArchGraph
-from .io import write_json_atomic
-from .nets.network import count_flops, count_params
-from .proxies import naswot, synflow
-from .ranking import bootstrap_intervals, rank_mean, ranking_measures
-from .spaces import nb201
-from .truth_table import TruthTable
+from ghn_ext.studies.correlate import PredictionCache, Predictor, model_source, scatter_plot
+from ghn_ext.workflows.train import training_seconds
+from ghn_ext.core.data import Split, normalize
+from ghn_ext.workflows.evaluate import IMAGE_BATCH, score_architectures
+from ghn_ext.models.ghn import GraphHyperNetwork
+from ghn_ext.core.graph import ArchGraph
+from ghn_ext.core.files import write_json_atomic
+from ghn_ext.nets.network import count_flops, count_params
+from ghn_ext.nets.proxies import naswot, synflow
+from ghn_ext.core.rank_measures import bootstrap_intervals, rank_mean, ranking_measures
+from ghn_ext.spaces import nb201
+from ghn_ext.studies.truth_table import TruthTable
 
 BASELINES = ("params", "flops", "synflow", "naswot")
 TABLE_SGD_COLUMN = "cifar10_val_12ep"  # the benchmark's own reduced training, read from the table
@@ -37,7 +38,7 @@ TABLE_SGD_COLUMN = "cifar10_val_12ep"  # the benchmark's own reduced training, r
 
 def ghn_predictor(name: str, ghn: GraphHyperNetwork, checkpoint: str | Path, val: Split, channels: int,
                   cells_per_stage: int, signal: str = "loss", batch: int = 16) -> Predictor:
-    """Each cell's `signal` score with generated weights (ghn_ext.evaluate.SIGNALS), the cell placed in
+    """Each cell's `signal` score with generated weights (ghn_ext.workflows.evaluate.SIGNALS), the cell placed in
     the skeleton of `channels` and `cells_per_stage` (where the GHN was trained); `batch` cells share
     one GHN pass."""
     ghn.eval()

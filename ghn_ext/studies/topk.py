@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from .data import cifar10_splits
-from .groundtruth import Protocol, load_groundtruth, train_under_protocol
-from .io import write_json_atomic
-from .progress import progress_bar
-from .search import SearchConfig, arch_from_record
+from ghn_ext.core.data import cifar10_splits
+from ghn_ext.studies.groundtruth import Protocol, load_groundtruth, train_under_protocol
+from ghn_ext.core.files import write_json_atomic
+from ghn_ext.core.progress import progress_bar
+from ghn_ext.workflows.search import SearchConfig, arch_from_record
 
 
 def _check_ranking_matches(ranking: dict[str, Any], protocol: Protocol, path: Path) -> SearchConfig:

@@ -1,0 +1,28 @@
+"""`ghn demo`: a small GHN trained, a search, a report."""
+from __future__ import annotations
+
+import argparse
+
+from ghn_ext.cli.common import not_anytime
+from ghn_ext.spaces import SPACES
+
+
+# Everything a user can get wrong ends as one clear line, never a traceback.
+def cmd_demo(a: argparse.Namespace) -> int:
+    not_anytime(a, "train|search|train-final")
+    from ghn_ext.workflows.demo import run_demo
+    run_demo(a.out, a.space, a.budget, a.data_dir, progress=not a.quiet)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("demo", help="train a small GHN, search, and write a report (about 10 minutes)")
+    p.add_argument("--space", choices=SPACES, default="classification")
+    p.add_argument("--budget", choices=("full", "ci"), default="full",
+                   help="full: the ~10 minute demo; ci: a one-minute smoke run")
+    p.add_argument("--out", default="report")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo, holds="out")
+
+

@@ -1,0 +1,78 @@
+"""`ghn train`: a GHN (or the one-shot baseline) on random architectures."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ghn_ext.cli.common import space_args
+from ghn_ext.cli.types import fraction, learning_rate, nonnegative_int, positive_int
+from ghn_ext.core.distributed import add_device_argument, distributed_run
+from ghn_ext.spaces import classification
+from ghn_ext.workflows.train import TrainConfig, Trainer
+
+
+# Everything a user can get wrong ends as one clear line, never a traceback.
+def _train_config(a: argparse.Namespace) -> TrainConfig:
+    from ghn_ext.workflows.train import SPACE_TRAIN_DEFAULTS
+    defaults = {"cells_per_stage": 5, "steps": 1000, "snapshot_every": 0, **SPACE_TRAIN_DEFAULTS.get(a.space, {})}
+    for key, value in defaults.items():  # flags left unset take the space's defaults
+        if getattr(a, key) is None:
+            setattr(a, key, value)
+    ghn = {"T": a.T, "scheme": a.scheme, "share_params": not a.no_share, "pass_embedding": not a.no_pass,
+           "naive_hypernet": a.naive, "block_channels": a.block_channels}
+    return TrainConfig(space=a.space, steps=a.steps, batch_size=a.batch_size, archs_per_step=a.archs_per_step,
+                       lr=a.lr, ema=a.ema, num_nodes=a.num_nodes, num_blocks=a.num_blocks, channels=a.channels,
+                       cells_per_stage=a.cells_per_stage, seed=a.seed, eval_every=a.eval_every,
+                       eval_archs=a.eval_archs, eval_images=a.eval_images,
+                       checkpoint_every=a.checkpoint_every, snapshot_every=a.snapshot_every,
+                       data_dir=a.data_dir, ghn=ghn, model=a.model)
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    cfg = _train_config(a)
+    with distributed_run(a.device) as ctx:
+        trainer = Trainer(cfg, a.out, ctx)
+        resumed = not a.restart and trainer.resume()
+        if resumed and ctx.is_main:
+            print(f"resuming {a.out} at step {trainer.step}")
+        result = trainer.run(progress=not a.quiet)
+    if ctx.is_main:
+        print(f"trained {result['step']} steps on {ctx.world_size} process(es); {a.model} saved to "
+              f"{Path(a.out) / (a.model + '.pt')}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("train", help="train a GHN on random architectures (resumes from OUT)")
+    space_args(p, classification.TRAIN_NODES)
+    p.set_defaults(cells_per_stage=None)  # per space: ghn_ext.workflows.train.SPACE_TRAIN_DEFAULTS
+    p.add_argument("--out", required=True, help="run folder: checkpoint, log, ghn.pt (oneshot.pt)")
+    p.add_argument("--model", choices=("ghn", "oneshot"), default="ghn",
+                   help="oneshot: the weight-sharing baseline, trained the same way (use --num-nodes 17)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="training steps (default 1000; nb201: 20000, with 1 cell per stage and 16 channels)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--archs-per-step", type=positive_int, default=1)
+    p.add_argument("--lr", type=learning_rate, default=1e-3)
+    p.add_argument("--ema", type=fraction, default=0.0,
+                   help="keep an exponential moving average of the parameters with this decay (e.g. 0.998) "
+                        "and save it instead of the last step's; 0: off")
+    p.add_argument("--T", type=positive_int, default=5, help="propagation passes")
+    p.add_argument("--scheme", choices=("fb", "sync"), default="fb")
+    p.add_argument("--no-share", action="store_true", help="separate GNN parameters per block")
+    p.add_argument("--no-pass", action="store_true", help="do not pass block embeddings on")
+    p.add_argument("--naive", action="store_true", help="one hypernet output branch per op type")
+    p.add_argument("--block-channels", type=positive_int, default=32)
+    p.add_argument("--eval-every", type=nonnegative_int, default=0,
+                   help="steps between validation checks on unseen architectures (0: at the end only)")
+    p.add_argument("--eval-archs", type=positive_int, default=8, help="unseen architectures per validation check")
+    p.add_argument("--eval-images", type=positive_int, default=500, help="validation images per check")
+    p.add_argument("--checkpoint-every", type=positive_int, default=50)
+    p.add_argument("--snapshot-every", type=nonnegative_int, default=None, metavar="K",
+                   help="also keep the model every K steps as OUT/<model>_step<K>.pt (0: never; default "
+                   "0, nb201: 3000)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
+    add_device_argument(p)
+    p.set_defaults(func=cmd_train, holds="out")
+
+

@@ -1,0 +1,1 @@
+"""The models that emit weights: the graph hypernetwork and the one-shot baseline."""

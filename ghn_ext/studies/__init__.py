@@ -1,0 +1,1 @@
+"""Correlation studies: ground truth, predictors against it, ablations, top-k comparisons."""
