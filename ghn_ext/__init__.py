@@ -1,5 +1,23 @@
-"""ghn_ext: Graph HyperNetworks for neural architecture search (Zhang, Ren & Urtasun, ICLR 2019)."""
+"""ghn_ext: Graph HyperNetworks for neural architecture search (Zhang, Ren & Urtasun, ICLR 2019).
+
+The names most scripts need are importable from here; the rest from their layer (see the README's
+Layout): ``ghn_ext.core``, ``ops``, ``nets``, ``spaces``, ``models``, ``workflows``, ``studies``, ``cli``.
+"""
 from ghn_ext.core.graph import ArchGraph, GraphBatch, GraphError, Node
 
 __version__ = "0.1.0"
-__all__ = ["ArchGraph", "GraphBatch", "GraphError", "Node", "__version__"]
+
+# name -> module, imported on first use (``import ghn_ext`` stays light for the command line)
+_LAZY = {"GraphHyperNetwork": "ghn_ext.models.ghn", "GHNConfig": "ghn_ext.models.ghn",
+         "TrainConfig": "ghn_ext.workflows.train", "SearchConfig": "ghn_ext.workflows.search",
+         "run_search": "ghn_ext.workflows.search"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ghn_ext' has no attribute {name!r}")
+
+
+__all__ = ["ArchGraph", "GraphBatch", "GraphError", "Node", "__version__", *_LAZY]

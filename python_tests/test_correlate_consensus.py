@@ -1,4 +1,4 @@
-"""bench/correlate_consensus.py: where a consensus of GHN seeds tends as seeds are added.
+"""bench/studies/classification_correlation/correlate_consensus.py: where a consensus of GHN seeds tends as seeds are added.
 
 Synthetic predictors share a preference the truth does not have: each is a*truth + b*shared + c*own
 noise, so one correlates r = a / |p| with the truth and rho = (a^2 + b^2) / |p|^2 with another, and
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "correlate_consensus.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "studies" / "classification_correlation" / "correlate_consensus.py"
 
 
 def write_files(tmp_path: Path, truth: np.ndarray, predictors: dict[str, np.ndarray]) -> list[str]:

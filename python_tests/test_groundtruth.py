@@ -73,7 +73,7 @@ def test_cli(data_dir, tmp_path, capsys):
             "--val-images", "100", "--data-dir", data_dir, "--quiet"]
     assert main(args) == 0
     assert "2 architectures in" in capsys.readouterr().out
-    # a file that also holds untimed records (merged from bench/groundtruth_retrain.py) grows and summarises
+    # a file that also holds untimed records (merged from bench/studies/classification_correlation/groundtruth_retrain.py) grows and summarises
     data = json.loads(out.read_text())
     for r in data["results"].values():
         del r["train_seconds"]
@@ -146,11 +146,11 @@ def test_repeats_must_be_positive(tmp_path, capsys):
     assert not (tmp_path / "gt.json").exists()
 
 
-RETRAIN = Path(__file__).resolve().parents[1] / "bench" / "groundtruth_retrain.py"
+RETRAIN = Path(__file__).resolve().parents[1] / "bench" / "studies" / "classification_correlation" / "groundtruth_retrain.py"
 
 
 def test_retraining_with_the_next_seed_merges_as_a_repeat(data_dir, tmp_path):
-    """bench/groundtruth_retrain.py --train-seed --merged gives what `--repeats 2` trains directly."""
+    """bench/studies/classification_correlation/groundtruth_retrain.py --train-seed --merged gives what `--repeats 2` trains directly."""
     gt = tmp_path / "gt.json"
     run_groundtruth(TINY, gt, 3, data_dir, progress=False)
     retrain = [sys.executable, str(RETRAIN), str(gt), "--num-archs", "3", "--data-dir", data_dir,

@@ -1,4 +1,4 @@
-"""bench/truth_length.py: a predictor's R against ground truths of growing training length.
+"""bench/studies/classification_correlation/truth_length.py: a predictor's R against ground truths of growing training length.
 
 Synthetic files: the short training sees an early trait of each architecture, the long one adds a
 late trait; a predictor of the late trait must gain with length and match what the longer training
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "truth_length.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "studies" / "classification_correlation" / "truth_length.py"
 
 
 def write_truth(path: Path, epochs: int, accs: dict[str, float]) -> str:

@@ -166,7 +166,7 @@ def _range_text(start: int, stop: Optional[int]) -> str:
 
 
 def shard_argument(text: str) -> tuple[int, int]:
-    """argparse type of --shard r/n (also used by bench/groundtruth_retrain.py)."""
+    """argparse type of --shard r/n (also used by bench/studies/classification_correlation/groundtruth_retrain.py)."""
     try:
         return parse_shard(text)
     except ValueError as exc:
@@ -177,7 +177,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("groundtruth", help="train random architectures with SGD: the correlation benchmark's "
                        "ground truth (resumes, grows with --num-archs)")
     space_args(p, Protocol.num_nodes, num_blocks=Protocol.num_blocks)
-    p.add_argument("--out", required=True, help="results JSON file (e.g. bench/groundtruth/classification.json)")
+    p.add_argument("--out", required=True, help="results JSON file (e.g. bench/studies/classification_correlation/groundtruth/classification.json)")
     p.add_argument("--num-archs", type=positive_int, default=50)
     p.add_argument("--train-images", type=positive_int, default=Protocol.train_images,
                    help="first images of the training split")

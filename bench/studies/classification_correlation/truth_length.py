@@ -10,9 +10,9 @@ as in correlate_consensus.py) and every ground truth, over the architectures all
   shorter ones. A predictor that sees only early training has none of it.
 No training or scoring: predictions.json holds the scores.
 
-    python bench/truth_length.py bench/groundtruth/classification.json \
-        bench/groundtruth/classification_4ep_100.json bench/groundtruth/classification_8ep.json \
-        --predictions bench/correlate/predictions.json --group 'GHNs alone=GHN-N17-4k-seed[0-5]'
+    python bench/studies/classification_correlation/truth_length.py bench/studies/classification_correlation/groundtruth/classification.json \
+        bench/studies/classification_correlation/groundtruth/classification_4ep_100.json bench/studies/classification_correlation/groundtruth/classification_8ep.json \
+        --predictions bench/studies/classification_correlation/correlate/predictions.json --group 'GHNs alone=GHN-N17-4k-seed[0-5]'
 """
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ image-sampling noise.
 
 Scores are cached in `--out` (JSON, rewritten after every GHN), so a rerun only scores new GHNs.
 
-    OMP_NUM_THREADS=1 python bench/score_signals.py --groundtruth bench/groundtruth/classification.json \
-        bench/groundtruth/classification_4ep.json --ghn N17-s0=runs/gt_ghn_n17_s0/ghn.pt ... \
-        --out bench/score_signals/signals.json
+    OMP_NUM_THREADS=1 python bench/studies/classification_correlation/score_signals.py --groundtruth bench/studies/classification_correlation/groundtruth/classification.json \
+        bench/studies/classification_correlation/groundtruth/classification_4ep.json --ghn N17-s0=runs/gt_ghn_n17_s0/ghn.pt ... \
+        --out bench/studies/classification_correlation/score_signals/signals.json
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ Two checks on the correlation benchmark, with no training or scoring (prediction
 - features: the correlation of the ground truth, the consensus and every predictor with simple traits
   of an architecture (nodes of each op per cell, log parameters, log FLOPs, edges per cell).
 
-    python bench/correlate_consensus.py bench/groundtruth/classification.json bench/correlate/predictions.json
+    python bench/studies/classification_correlation/correlate_consensus.py bench/studies/classification_correlation/groundtruth/classification.json bench/studies/classification_correlation/correlate/predictions.json
 """
 from __future__ import annotations
 

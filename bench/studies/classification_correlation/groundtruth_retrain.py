@@ -16,7 +16,7 @@ like the original: with `--epochs`, the retraining under the changed protocol; w
 (the file's next seed), the file's runs and the retraining averaged, a ground truth of one more
 repeat, as `ghn groundtruth --repeats` would train it.
 
-    OMP_NUM_THREADS=1 python bench/groundtruth_retrain.py bench/groundtruth/classification.json --num-archs 10 \
+    OMP_NUM_THREADS=1 python bench/studies/classification_correlation/groundtruth_retrain.py bench/studies/classification_correlation/groundtruth/classification.json --num-archs 10 \
         --train-seed 1 --out runs/gt_seed1.json
 """
 from __future__ import annotations
