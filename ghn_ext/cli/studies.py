@@ -11,6 +11,7 @@ from ghn_ext.models.ghn import GraphHyperNetwork
 from ghn_ext.studies.ablation import STUDIES
 from ghn_ext.studies.groundtruth import Protocol, parse_shard, run_groundtruth
 from ghn_ext.workflows.train import TrainConfig
+from ghn_ext.spaces import classification
 
 
 # Everything a user can get wrong ends as one clear line, never a traceback.
@@ -247,7 +248,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--study", action="append", choices=STUDIES, default=None,
                    help="repeat to choose several (default: all three)")
     p.add_argument("--steps", type=positive_int, default=300, help="training steps of every variant")
-    p.add_argument("--nodes", type=int_list(positive_int), default=[3, 5, 7, 11, 17], help="N of the nodes study")
+    p.add_argument("--nodes", type=int_list(positive_int), default=[3, 5, 7, 11, classification.EVAL_NODES], help="N of the nodes study")
     p.add_argument("--T", type=int_list(positive_int), default=[1, 3, 5], help="T of the propagation study")
     p.add_argument("--block-channels", type=positive_int, default=32)
     p.add_argument("--batch-size", type=positive_int, default=64)

@@ -19,6 +19,7 @@ from ghn_ext.core.data import cifar10_splits
 from ghn_ext.models.ghn import GraphHyperNetwork
 from ghn_ext.studies.groundtruth import groundtruth_set
 from ghn_ext.workflows.train import TrainConfig, Trainer
+from ghn_ext.spaces import classification
 
 STUDIES = ("nodes", "propagation", "stacking")
 
@@ -93,7 +94,7 @@ def _study_table(study: str, rows_by_variant: dict[Variant, dict]) -> str:
 
 
 def run_ablation(groundtruth: str | Path, out_dir: str | Path, steps: int, studies: Sequence[str] = STUDIES,
-                 nodes: Sequence[int] = (3, 5, 7, 11, 17), steps_T: Sequence[int] = (1, 3, 5),
+                 nodes: Sequence[int] = (3, 5, 7, 11, classification.EVAL_NODES), steps_T: Sequence[int] = (1, 3, 5),
                  base: TrainConfig | None = None, data_dir: str | None = None,
                  progress: bool = True) -> str:
     """Train (or resume) every variant of `studies`, score each on the ground-truth set, and write

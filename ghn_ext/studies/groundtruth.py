@@ -33,14 +33,14 @@ from ghn_ext.core.files import file_lock, run_file, write_json_atomic
 from ghn_ext.core.progress import progress_bar
 from ghn_ext.workflows.search import describe
 from ghn_ext.workflows.sgd import train_briefly
-from ghn_ext.spaces import make_sampler
+from ghn_ext.spaces import classification, make_sampler
 
 
 @dataclass(frozen=True)
 class Protocol:
     """How every ground-truth architecture is built and trained."""
     space: str = "classification"
-    num_nodes: int = 17          # nodes per cell (paper: N=17 for evaluation)
+    num_nodes: int = classification.EVAL_NODES  # nodes per cell (paper: N=17 for evaluation)
     num_blocks: int = 4          # cells per network (paper: 18)
     channels: int = 8            # initial width (paper: 32)
     cells_per_stage: int = 1     # NAS-Bench-201 skeleton

@@ -14,7 +14,7 @@ from pathlib import Path
 from ghn_ext.workflows.report import print_ranking
 from ghn_ext.nets.network import summary
 from ghn_ext.workflows.search import SearchConfig, arch_from_record, run_search
-from ghn_ext.spaces import make_sampler
+from ghn_ext.spaces import classification, make_sampler
 from ghn_ext.workflows.train import TrainConfig, Trainer, read_log
 
 
@@ -72,7 +72,7 @@ def run_demo(out_dir: str | Path, space: str = "classification", budget: str = "
     b, small = BUDGETS[budget], SMALL[space]
     t0 = time.perf_counter()
     print(f"== ghn demo ({budget}): {space} space, networks {small}")
-    example = make_sampler(space, num_nodes=17, **small)(random.Random(0))
+    example = make_sampler(space, num_nodes=classification.EVAL_NODES, **small)(random.Random(0))
     print("an architecture of the space:\n" + summary(example))
 
     cfg = demo_train_config(space, budget, data_dir)
@@ -84,7 +84,7 @@ def run_demo(out_dir: str | Path, space: str = "classification", budget: str = "
     print(f"GHN trained {cfg.steps} steps in {time.perf_counter() - t0:.0f} s; accuracy of generated "
           f"weights on unseen architectures: {val_acc[0]:.3f} -> {val_acc[-1]:.3f} (chance 0.1)")
 
-    scfg = SearchConfig(num_archs=b.search_archs, num_nodes=17, val_images=b.val_images,
+    scfg = SearchConfig(num_archs=b.search_archs, num_nodes=classification.EVAL_NODES, val_images=b.val_images,
                         data_dir=data_dir, **small)
     ranking = run_search(trainer.ghn, scfg, out / "search", progress=progress)
     print_ranking(ranking, 5)

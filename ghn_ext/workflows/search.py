@@ -42,14 +42,14 @@ from ghn_ext.nets.network import count_flops, count_params
 from ghn_ext.core.progress import progress_bar
 from ghn_ext.nets.proxies import synflow
 from ghn_ext.core.rank_measures import rank_mean
-from ghn_ext.spaces import make_sampler, nb201
+from ghn_ext.spaces import classification, make_sampler, nb201
 from ghn_ext.core.timing import Stopwatch
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     num_archs: int = 1000
-    num_nodes: int = 17            # nodes per cell of the searched architectures
+    num_nodes: int = classification.EVAL_NODES  # nodes per cell of the searched architectures
     num_blocks: int = 18
     channels: Optional[int] = None
     cells_per_stage: int = 5

@@ -40,7 +40,7 @@ from ghn_ext.core.files import atomic_save, checksum_matches, truncate_log, with
 from ghn_ext.nets.network import run_network
 from ghn_ext.models.oneshot import OneShotConfig, OneShotModel
 from ghn_ext.core.progress import progress_bar
-from ghn_ext.spaces import make_sampler
+from ghn_ext.spaces import classification, make_sampler
 from ghn_ext.core.run_log import read_log, training_seconds
 
 TRAIN_STATE_FORMAT = "ghn_ext.train/1"
@@ -272,7 +272,7 @@ class Trainer:
         Under torchrun the architectures are dealt to the ranks and every rank gets the mean."""
         rng = random.Random(f"validate:{self.cfg.seed}")
         ghn_eval = self.cfg.space == "classification" and self.cfg.model == "ghn"
-        sampler = self.cfg.sampler(num_nodes=17) if ghn_eval else self.cfg.sampler(evaluation=True)
+        sampler = self.cfg.sampler(num_nodes=classification.EVAL_NODES) if ghn_eval else self.cfg.sampler(evaluation=True)
         archs = deal([sampler(rng) for _ in range(self.cfg.eval_archs)], self.ctx)
         model = self.final_model
         model.eval()
