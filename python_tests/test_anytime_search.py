@@ -10,7 +10,8 @@ import torch
 from ghn_ext.workflows.anytime import AnytimeTrainConfig, match_width, msdnet_graph, score_anytime, train_anytime
 from ghn_ext.core.data import Split
 from ghn_ext.workflows.evaluate import curve_area, exit_accuracies
-from ghn_ext.models.ghn import CheckpointError, GHNConfig, GraphHyperNetwork
+from ghn_ext.core.checkpoints import CheckpointError
+from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
 from ghn_ext.nets import count_flops, exit_schedule, param_shapes
 from ghn_ext.spaces import anytime
 from ghn_ext.workflows.train import TrainConfig, Trainer, exits_loss, read_log

@@ -12,7 +12,7 @@ import torch
 
 from ghn_ext.cli import main
 from ghn_ext.workflows.final import FinalConfig, FinalTrainer, auxiliary_tap, drop_path, droppable_nodes
-from ghn_ext.models.ghn import CheckpointError
+from ghn_ext.core.checkpoints import CheckpointError
 from ghn_ext.spaces import classification
 
 TINY = FinalConfig(epochs=2, batch_size=32, train_images=64, val_images=100, checkpoint_every=1)

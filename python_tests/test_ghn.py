@@ -13,8 +13,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ghn_ext.models.ghn import (NUM_FEATURES, CheckpointError, EmissionPlan, GHNConfig, GraphHyperNetwork, atomic_save,
-                         load_checkpoint, node_features)
+from ghn_ext.core.checkpoints import CheckpointError
+from ghn_ext.core.checkpoints import load_checkpoint as load_any_checkpoint
+from ghn_ext.core.files import atomic_save
+from ghn_ext.models.ghn import CHECKPOINT_FORMAT, NUM_FEATURES, EmissionPlan, GHNConfig, GraphHyperNetwork, node_features
+
+
+def load_checkpoint(path):
+    return load_any_checkpoint(path, CHECKPOINT_FORMAT)
 from ghn_ext.core.graph import ArchGraph, GraphBatch, Node
 from ghn_ext.core.files import with_checksum
 from ghn_ext.nets.network import ArchNetwork, Network, param_shapes

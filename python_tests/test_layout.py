@@ -9,7 +9,6 @@ so there is no import cycle and a module's folder says where it stands.
     cli                the `ghn` command
 """
 import ast
-import importlib
 from pathlib import Path
 
 import pytest

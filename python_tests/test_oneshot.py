@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ghn_ext.models.ghn import CheckpointError, GHNConfig, GraphHyperNetwork
+from ghn_ext.core.checkpoints import CheckpointError
+from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
 from ghn_ext.nets.network import param_shapes, run_network
 from ghn_ext.models.oneshot import OneShotConfig, OneShotModel, concat_columns, weight_keys
 from ghn_ext.spaces import classification, make_sampler

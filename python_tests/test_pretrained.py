@@ -11,7 +11,8 @@ import torch
 from ghn_ext import cli
 
 from ghn_ext.models import pretrained
-from ghn_ext.models.ghn import CheckpointError, GHNConfig, GraphHyperNetwork
+from ghn_ext.core.checkpoints import CheckpointError
+from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
 from ghn_ext.spaces import nb201
 from test_cli import NB201_ARCHS, one_error_line
 

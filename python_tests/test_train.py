@@ -23,7 +23,8 @@ if str(REPO) not in sys.path:
 
 from ghn_ext.workflows import train as T  # noqa: E402
 from ghn_ext.core.data import normalize  # noqa: E402
-from ghn_ext.models.ghn import CheckpointError, GraphHyperNetwork  # noqa: E402
+from ghn_ext.core.checkpoints import CheckpointError  # noqa: E402
+from ghn_ext.models.ghn import GraphHyperNetwork  # noqa: E402
 from ghn_ext.nets.network import run_network  # noqa: E402
 from ghn_ext.workflows.train import NonFiniteLossError, TrainConfig, Trainer, read_log, step_architectures  # noqa: E402
 
