@@ -1,12 +1,11 @@
-"""Helpers several verb groups share: the space options, the GHN a scoring verb loads."""
+"""Helpers several verb groups share: the space options, the GHN a scoring verb loads, a training run."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
-# Everything a user can get wrong ends as one clear line, never a traceback.
-from ghn_ext.cli.common import *  # noqa: F401,F403
+from ghn_ext.core.distributed import DistContext, distributed_run
 from ghn_ext.cli.types import positive_int, seed
 from ghn_ext.core.checkpoints import CheckpointError, load_checkpoint
 from ghn_ext.models.ghn import CHECKPOINT_FORMAT, GraphHyperNetwork
@@ -61,3 +60,13 @@ def scoring_skeleton(checkpoint: str | Path, channels: Optional[int], cells_per_
             cells_per_stage or trained.get("cells_per_stage") or 5)
 
 
+def run_training(make_trainer: Callable[[DistContext], Any], a: argparse.Namespace) -> tuple[DistContext, dict]:
+    """Run the trainer `make_trainer(ctx)` builds (GHN, anytime GHN or final training) in torchrun's process
+    group when launched by it: resumed from a.out's checkpoint unless a.restart, its result returned."""
+    with distributed_run(a.device) as ctx:
+        trainer = make_trainer(ctx)
+        if not getattr(a, "restart", False) and trainer.resume() and ctx.is_main:
+            of = f" of {trainer.total_steps}" if hasattr(trainer, "total_steps") else ""
+            print(f"resuming {a.out} at step {trainer.step}{of}")
+        result = trainer.run(progress=not a.quiet)
+    return ctx, result

@@ -7,7 +7,6 @@ from ghn_ext.cli.common import not_anytime
 from ghn_ext.spaces import SPACES
 
 
-# Everything a user can get wrong ends as one clear line, never a traceback.
 def cmd_demo(a: argparse.Namespace) -> int:
     not_anytime(a, "train|search|train-final")
     from ghn_ext.workflows.demo import run_demo

@@ -5,15 +5,14 @@ import argparse
 import json
 from pathlib import Path
 
-from ghn_ext.cli.common import not_anytime, space_args
+from ghn_ext.cli.common import not_anytime, run_training, space_args
 from ghn_ext.cli.types import fraction, learning_rate, nonnegative_int, nonnegative_real, positive_int
-from ghn_ext.core.distributed import add_device_argument, distributed_run
+from ghn_ext.core.distributed import add_device_argument
 from ghn_ext.spaces import classification
 from ghn_ext.spaces.reading import read_architectures
 from ghn_ext.workflows.final import FinalConfig
 
 
-# Everything a user can get wrong ends as one clear line, never a traceback.
 def cmd_train_final(a: argparse.Namespace) -> int:
     not_anytime(a, "train-final")
     from ghn_ext.workflows.final import FinalTrainer
@@ -41,11 +40,7 @@ def cmd_train_final(a: argparse.Namespace) -> int:
                       aux_weight=a.aux_weight, cutout=a.cutout, train_images=a.train_images,
                       val_images=a.val_images, seed=a.seed, checkpoint_every=a.checkpoint_every,
                       warmup_epochs=a.warmup_epochs)
-    with distributed_run(a.device) as ctx:
-        trainer = FinalTrainer(graph, cfg, a.out, a.data_dir, ctx)
-        if trainer.resume() and ctx.is_main:
-            print(f"resuming {a.out} at step {trainer.step} of {trainer.total_steps}")
-        result = trainer.run(progress=not a.quiet)
+    ctx, result = run_training(lambda ctx: FinalTrainer(graph, cfg, a.out, a.data_dir, ctx), a)
     if ctx.is_main:
         print(f"{graph.stable_hash()}: validation accuracy {result['val_acc']:.4f}, test accuracy "
               f"{result['test_acc']:.4f}; results in {Path(a.out) / 'result.json'}")

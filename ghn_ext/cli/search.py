@@ -16,7 +16,6 @@ from ghn_ext.spaces.reading import parse_architecture, read_architectures
 from ghn_ext.workflows.report import print_ranking, time_summary
 
 
-# Everything a user can get wrong ends as one clear line, never a traceback.
 def _earlier_scores(path: Optional[str], signal: str, images: int, scorer: str) -> dict[str, dict]:
     """The rows of an earlier `ghn score --output` run by hash, those of the same signal, images and
     scorer (ghn_ext.workflows.evaluate.scorer_digest) only; lines cut short by a kill are skipped."""

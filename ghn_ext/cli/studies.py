@@ -14,7 +14,6 @@ from ghn_ext.workflows.train import TrainConfig
 from ghn_ext.spaces import classification
 
 
-# Everything a user can get wrong ends as one clear line, never a traceback.
 def cmd_groundtruth(a: argparse.Namespace) -> int:
     not_anytime(a, "train-final")
     protocol = Protocol(space=a.space, num_nodes=a.num_nodes, num_blocks=a.num_blocks,

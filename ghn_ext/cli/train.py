@@ -4,14 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ghn_ext.cli.common import space_args
+from ghn_ext.cli.common import run_training, space_args
 from ghn_ext.cli.types import fraction, learning_rate, nonnegative_int, positive_int
-from ghn_ext.core.distributed import add_device_argument, distributed_run
+from ghn_ext.core.distributed import add_device_argument
 from ghn_ext.spaces import classification
 from ghn_ext.workflows.train import TrainConfig, Trainer
 
 
-# Everything a user can get wrong ends as one clear line, never a traceback.
 def _train_config(a: argparse.Namespace) -> TrainConfig:
     from ghn_ext.workflows.train import SPACE_TRAIN_DEFAULTS
     defaults = {"cells_per_stage": 5, "steps": 1000, "snapshot_every": 0, **SPACE_TRAIN_DEFAULTS.get(a.space, {})}
@@ -30,12 +29,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
 
 def cmd_train(a: argparse.Namespace) -> int:
     cfg = _train_config(a)
-    with distributed_run(a.device) as ctx:
-        trainer = Trainer(cfg, a.out, ctx)
-        resumed = not a.restart and trainer.resume()
-        if resumed and ctx.is_main:
-            print(f"resuming {a.out} at step {trainer.step}")
-        result = trainer.run(progress=not a.quiet)
+    ctx, result = run_training(lambda ctx: Trainer(cfg, a.out, ctx), a)
     if ctx.is_main:
         print(f"trained {result['step']} steps on {ctx.world_size} process(es); {a.model} saved to "
               f"{Path(a.out) / (a.model + '.pt')}")
