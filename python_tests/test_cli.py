@@ -613,3 +613,16 @@ def test_outputs_and_inputs_of_the_wrong_kind(argv, message, tmp_path, capsys):
     assert cli.main(argv) == 2
     assert message in one_error_line(capsys, argv[0])
     assert a_file.read_text() == "keep me\n"
+
+
+def test_version_and_help_show_defaults(capsys):
+    from ghn_ext import __version__
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"ghn_ext {__version__}"
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("images per training step (default: 64)", "(default: 0.001)", "(default: 0)", "(default: 5)"):
+        assert shown in text
+    assert "(default: None)" not in text and "(default: False)" not in text

@@ -21,8 +21,30 @@ USER_ERRORS = (GraphError, CheckpointError, DatasetError, NonFiniteLossError, Va
                InUseError)
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """An option's default after its help, unless the help already says it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = (action.option_strings and action.default is not None and action.default is not False
+                 and action.default != argparse.SUPPRESS)  # 0 is a default to show, False (a flag) is not
+        if shown and "default" not in text:
+            text += (" " if text else "") + "(default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every verb's --help shows each option's default (sub-parsers are made of this class too)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _ShowDefaults)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ghn", description="Graph HyperNetworks for architecture search")
+    from ghn_ext import __version__
+    parser = _Parser(prog="ghn", description="Graph HyperNetworks for architecture search")
+    parser.add_argument("--version", action="version", version=f"ghn_ext {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (train, search, studies, final, anytime_cli, demo):
         group.add_parsers(sub)

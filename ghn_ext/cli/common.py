@@ -13,13 +13,13 @@ from ghn_ext.spaces import SPACES
 
 
 def space_args(p: argparse.ArgumentParser, num_nodes: int, num_blocks: int = 18) -> None:
-    p.add_argument("--space", choices=SPACES, default="classification")
+    p.add_argument("--space", choices=SPACES, default="classification", help="search space")
     p.add_argument("--num-nodes", type=positive_int, default=num_nodes, help="nodes per cell (classification)")
     p.add_argument("--num-blocks", type=positive_int, default=num_blocks, help="cells of a classification network")
     p.add_argument("--channels", type=positive_int, default=None, help="initial width (32 classification, 16 nb201)")
     p.add_argument("--cells-per-stage", type=positive_int, default=5, help="NAS-Bench-201 cells per stage")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: $GHN_DATA_DIR)")
-    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--seed", type=seed, default=0, help="seed of every random draw (architectures, weights, images)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

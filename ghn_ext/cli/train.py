@@ -45,23 +45,26 @@ def add_parsers(sub) -> None:
                    help="oneshot: the weight-sharing baseline, trained the same way (use --num-nodes 17)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="training steps (default 1000; nb201: 20000, with 1 cell per stage and 16 channels)")
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--archs-per-step", type=positive_int, default=1)
-    p.add_argument("--lr", type=learning_rate, default=1e-3)
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per training step")
+    p.add_argument("--archs-per-step", type=positive_int, default=1,
+                   help="random architectures per step, each on its share of the batch")
+    p.add_argument("--lr", type=learning_rate, default=1e-3, help="Adam learning rate (halved at 50%% and 75%% of the steps)")
     p.add_argument("--ema", type=fraction, default=0.0,
                    help="keep an exponential moving average of the parameters with this decay (e.g. 0.998) "
                         "and save it instead of the last step's; 0: off")
     p.add_argument("--T", type=positive_int, default=5, help="propagation passes")
-    p.add_argument("--scheme", choices=("fb", "sync"), default="fb")
+    p.add_argument("--scheme", choices=("fb", "sync"), default="fb",
+                   help="propagation: forward-backward through the graph (paper) or synchronous")
     p.add_argument("--no-share", action="store_true", help="separate GNN parameters per block")
     p.add_argument("--no-pass", action="store_true", help="do not pass block embeddings on")
     p.add_argument("--naive", action="store_true", help="one hypernet output branch per op type")
-    p.add_argument("--block-channels", type=positive_int, default=32)
+    p.add_argument("--block-channels", type=positive_int, default=32,
+                   help="output and input channels of the weight block the GHN emits per node")
     p.add_argument("--eval-every", type=nonnegative_int, default=0,
                    help="steps between validation checks on unseen architectures (0: at the end only)")
     p.add_argument("--eval-archs", type=positive_int, default=8, help="unseen architectures per validation check")
     p.add_argument("--eval-images", type=positive_int, default=500, help="validation images per check")
-    p.add_argument("--checkpoint-every", type=positive_int, default=50)
+    p.add_argument("--checkpoint-every", type=positive_int, default=50, help="steps between checkpoints")
     p.add_argument("--snapshot-every", type=nonnegative_int, default=None, metavar="K",
                    help="also keep the model every K steps as OUT/<model>_step<K>.pt (0: never; default "
                    "0, nb201: 3000)")
