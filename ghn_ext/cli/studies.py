@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Optional
 
 from ghn_ext.cli.common import not_anytime, scoring_skeleton, space_args
-from ghn_ext.cli.types import int_list, learning_rate, nonnegative_int, positive_int, seed
+from ghn_ext.cli.types import shard_argument, int_list, learning_rate, nonnegative_int, positive_int, seed
 from ghn_ext.models.ghn import GraphHyperNetwork
 from ghn_ext.studies.ablation import STUDIES
-from ghn_ext.studies.groundtruth import Protocol, parse_shard, run_groundtruth
+from ghn_ext.studies.groundtruth import Protocol, run_groundtruth
 from ghn_ext.workflows.train import TrainConfig
 from ghn_ext.spaces import classification
 
@@ -163,14 +163,6 @@ def _index_range(text: str) -> tuple[int, Optional[int]]:
 
 def _range_text(start: int, stop: Optional[int]) -> str:
     return f"{start}:{'' if stop is None else stop}"
-
-
-def shard_argument(text: str) -> tuple[int, int]:
-    """argparse type of --shard r/n (also used by bench/studies/classification_correlation/groundtruth_retrain.py)."""
-    try:
-        return parse_shard(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parsers(sub) -> None:

@@ -7,6 +7,7 @@ import math
 from typing import Callable
 
 from ghn_ext.core.checks import MAX_SEED
+from ghn_ext.studies.groundtruth import parse_shard
 
 
 def _integer(text: str) -> int:
@@ -67,3 +68,11 @@ def _real(text: str, ok: Callable[[float], bool], allowed: str) -> float:
 def learning_rate(text: str) -> float:
     """A learning rate in (0, 10]: larger ones only overflow the optimiser's state."""
     return _real(text, lambda v: 0.0 < v <= 10.0, "a learning rate in (0, 10]")
+
+
+def shard_argument(text: str) -> tuple[int, int]:
+    """argparse type of --shard r/n."""
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
