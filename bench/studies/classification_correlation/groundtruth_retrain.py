@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from ghn_ext.studies.correlate import rank_correlations
 from ghn_ext.core.data import cifar10_splits
-from ghn_ext.studies.groundtruth import Protocol, groundtruth_set, parse_shard, record_accuracy, train_under_protocol
+from ghn_ext.cli.types import shard_argument
+from ghn_ext.studies.groundtruth import Protocol, groundtruth_set, record_accuracy, train_under_protocol
 from ghn_ext.core.files import write_json_atomic
 
 
@@ -75,7 +76,7 @@ def main() -> None:
     p.add_argument("--train-seed", type=int, default=None, help="SGD seed of the retraining (default: the file's)")
     p.add_argument("--epochs", type=int, default=None, help="epochs of the retraining (default: the file's)")
     p.add_argument("--out", required=True, help="results JSON; several comma-separated files to summarise shards")
-    p.add_argument("--shard", type=parse_shard, default=(0, 1), help="r/n: train every n-th architecture from r")
+    p.add_argument("--shard", type=shard_argument, default=(0, 1), help="r/n: train every n-th architecture from r")
     p.add_argument("--predictions", default=None, help="a `ghn correlate` predictions.json to correlate as well")
     p.add_argument("--merged", default=None, help="write the retrained architectures as a ground-truth file")
     p.add_argument("--data-dir", default=None)
