@@ -36,6 +36,7 @@ def test_variant_config_changes_only_the_ablated_choices():
     assert Variant(num_nodes=3, scheme="sync", T=2, share_params=False).name == "N3-sync-T2-SP0-PE1"
 
 
+@pytest.mark.slow
 def test_cli_ablate_writes_report_and_resumes(data_dir, tmp_path, capsys):
     gt = tmp_path / "gt.json"
     run_groundtruth(TINY, gt, 3, data_dir, progress=False)

@@ -30,6 +30,8 @@ from ghn_ext.nets.network import run_network
 from ghn_ext.spaces import classification
 from ghn_ext.workflows.train import TrainConfig, Trainer, exits_loss, read_log, step_architectures
 
+pytestmark = pytest.mark.slow  # every test launches torchrun processes
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_GHN = {"block_channels": 4, "T": 1}
 

@@ -90,6 +90,7 @@ def test_gradient_matches_the_reference(sample):
     torch.testing.assert_close(got, blocks.grad, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sample", [s for s in SAMPLES if s.targets], ids=repr)
 def test_gradcheck_and_gradgradcheck(sample):
     blocks = sample.blocks(requires_grad=True)

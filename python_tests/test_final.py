@@ -46,6 +46,7 @@ def test_drop_path_zeroes_whole_examples_and_rescales():
     assert torch.equal((per_example == 0).all(1), (per_example == 0).any(1))
 
 
+@pytest.mark.slow
 def test_run_writes_results(data_dir, tmp_path):
     trainer = FinalTrainer(tiny_arch(), TINY, tmp_path, data_dir)
     result = trainer.run(progress=False)
@@ -56,6 +57,7 @@ def test_run_writes_results(data_dir, tmp_path):
     assert [r["step"] for r in log] == [0, 1, 2, 3] and [r.get("epoch") for r in log] == [None, 1, None, 2]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(data_dir, tmp_path):
     whole = FinalTrainer(tiny_arch(), TINY, tmp_path / "a", data_dir)
     whole.run(progress=False)

@@ -192,6 +192,7 @@ def test_logits_equal_the_benchmark_network_on_the_same_weights(arch):
     torch.testing.assert_close(run_network(graph, x, weights), reference(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_fresh_ghn_gives_bounded_logits_on_every_kind_of_cell():
     """Over 200 cells (the all-skip, all-pool and all-none ones among them), a freshly initialised GHN's
     networks give finite logits of bounded scale and a cross-entropy near log(10): nothing explodes

@@ -297,6 +297,7 @@ def test_all_architectures_count_order_and_distinct():
         assert nb201.to_string(nb201.parse(a)) == a
 
 
+@pytest.mark.slow
 def test_all_architectures_round_trip_through_network_graphs():
     # Every string through the real graph builder (full 3 x 5-cell networks, validated) and back.
     t0 = time.perf_counter()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "studies" / "classification_correlation" / "truth_length.py"
 
@@ -62,6 +63,7 @@ def test_late_trait_gains_with_length_and_matches_what_longer_training_adds(tmp_
     assert float(r_short) > float(r_long) and float(beyond) < 0.5
 
 
+@pytest.mark.slow
 def test_bad_input_is_named(tmp_path):
     hashes = [f"{i:016x}" for i in range(12)]
     gt = write_truth(tmp_path / "gt.json", 1, {h: 0.1 * i for i, h in enumerate(hashes)})
