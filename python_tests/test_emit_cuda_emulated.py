@@ -22,7 +22,7 @@ from cuda_emulation import load_emulation, needs_emulation
 
 THREADS = 256  # kThreads of emit_cuda.cu
 
-pytestmark = [needs_emulation("emit_edge_weights"), pytest.mark.slow]  # compiles the CUDA code for the CPU
+pytestmark = [*needs_emulation("emit_edge_weights"), pytest.mark.slow]  # compiles the CUDA code for the CPU
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from test_propagate_op import HAND, RANDOM, Case, make_h0, make_params, op_args
 
 H100_SMEM = 227 * 1024  # the H100's opt-in shared memory per block
 
-pytestmark = [needs_emulation("propagate"), pytest.mark.slow]  # compiles the CUDA code for the CPU
+pytestmark = [*needs_emulation("propagate"), pytest.mark.slow]  # compiles the CUDA code for the CPU
 
 
 @pytest.fixture(scope="module")
