@@ -7,6 +7,7 @@ import contextlib
 import sys
 from typing import Optional, Sequence
 
+from ghn_ext import __version__
 from ghn_ext.cli import anytime as anytime_cli
 from ghn_ext.cli import demo, final, search, studies, train
 from ghn_ext.core.checkpoints import CheckpointError
@@ -42,7 +43,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ghn_ext import __version__
     parser = _Parser(prog="ghn", description="Graph HyperNetworks for architecture search")
     parser.add_argument("--version", action="version", version=f"ghn_ext {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
