@@ -626,3 +626,22 @@ def test_version_and_help_show_defaults(capsys):
     for shown in ("images per training step (default: 64)", "(default: 0.001)", "(default: 0)", "(default: 5)"):
         assert shown in text
     assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_a_bug_keeps_its_traceback_and_a_bad_input_is_one_line(monkeypatch, capsys):
+    """Issue 30: every ValueError used to print one line, so an internal bug hid its traceback. Only
+    InputError (what ghn_ext's own checks raise about what a user gave) and the other user errors do."""
+    from ghn_ext.core.checks import InputError
+
+    def fails_with(exc):
+        def cmd(a):
+            raise exc
+        return cmd
+
+    args = cli.build_parser().parse_args(["show"])
+    monkeypatch.setattr(cli, "build_parser", lambda: type("P", (), {"parse_args": lambda self, argv: args})())
+    args.func = fails_with(InputError("--x must be 3"))
+    assert cli.main([]) == 2 and one_error_line(capsys, "show") == "ghn show: error: --x must be 3\n"
+    args.func = fails_with(ValueError("not enough values to unpack"))
+    with pytest.raises(ValueError, match="not enough values to unpack"):
+        cli.main([])

@@ -11,14 +11,15 @@ from ghn_ext import __version__
 from ghn_ext.cli import anytime as anytime_cli
 from ghn_ext.cli import demo, final, search, studies, train
 from ghn_ext.core.checkpoints import CheckpointError
+from ghn_ext.core.checks import InputError
 from ghn_ext.core.data import DatasetError
 from ghn_ext.core.distributed import launched_as_main
 from ghn_ext.core.files import InUseError, run_file, run_folder
 from ghn_ext.core.graph import GraphError
 from ghn_ext.workflows.train import NonFiniteLossError
 
-# Everything a user can get wrong ends as one clear line, never a traceback.
-USER_ERRORS = (GraphError, CheckpointError, DatasetError, NonFiniteLossError, ValueError, FileNotFoundError,
+# Everything a user can get wrong ends as one clear line; anything else (a bug) keeps its traceback.
+USER_ERRORS = (GraphError, CheckpointError, DatasetError, NonFiniteLossError, InputError, FileNotFoundError,
                InUseError)
 
 
@@ -61,7 +62,9 @@ def _out_of_memory(exc: BaseException) -> bool:
     import torch
     text = str(exc)
     return (isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text
-            or "Storage size calculation overflowed" in text)
+            or "Storage size calculation overflowed" in text
+            # the ops' own size checks (csrc/emit_plan.cpp, csrc/propagate_checks.cpp)
+            or "makes the emitted buffer too large" in text or "more bytes than an int64 can count" in text)
 
 
 def _output_held(a: argparse.Namespace) -> contextlib.AbstractContextManager:
@@ -81,10 +84,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except USER_ERRORS as exc:
         print(f"ghn {args.command}: error: {_first_line(exc)}", file=sys.stderr)
         return 2
-    except (MemoryError, RuntimeError) as exc:
+    except (MemoryError, RuntimeError, ValueError) as exc:
         if not _out_of_memory(exc):
             raise  # a bug: its traceback
-        print(f"ghn {args.command}: error: out of memory ({_first_line(exc)}); try smaller sizes "
+        print(f"ghn {args.command}: error: too large for this machine ({_first_line(exc)}); try smaller sizes "
               "(--channels, --batch-size, --archs-per-batch ...)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

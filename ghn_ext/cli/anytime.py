@@ -20,6 +20,7 @@ from ghn_ext.cli.common import run_training
 from ghn_ext.cli.types import learning_rate, nonnegative_int, positive_int, seed
 from ghn_ext.core.distributed import add_device_argument, distributed_run
 from ghn_ext.workflows.train import TrainConfig, Trainer
+from ghn_ext.core.checks import InputError
 
 
 def _flops_range(text: str) -> tuple[float, float]:
@@ -105,7 +106,7 @@ def cmd_train_final(a: argparse.Namespace) -> int:
         raise FileNotFoundError(f"ranking file {path} does not exist")
     ranking = json.loads(path.read_text())["ranking"]
     if not 0 <= a.rank < len(ranking):
-        raise ValueError(f"--rank {a.rank} is outside the ranking's {len(ranking)} architectures")
+        raise InputError(f"--rank {a.rank} is outside the ranking's {len(ranking)} architectures")
     baseline = _baseline(a)
     arch = match_width(ArchGraph.from_dict(ranking[a.rank]["graph"]), count_flops(baseline))
     flops_range = _default_range(a)

@@ -10,6 +10,7 @@ from ghn_ext.cli.types import positive_int, seed
 from ghn_ext.core.checkpoints import CheckpointError, load_checkpoint
 from ghn_ext.models.ghn import CHECKPOINT_FORMAT, GraphHyperNetwork
 from ghn_ext.spaces import SPACES
+from ghn_ext.core.checks import InputError
 
 
 def space_args(p: argparse.ArgumentParser, num_nodes: int, num_blocks: int = 18) -> None:
@@ -26,7 +27,7 @@ def space_args(p: argparse.ArgumentParser, num_nodes: int, num_blocks: int = 18)
 def not_anytime(a: argparse.Namespace, instead: str) -> None:
     """These verbs rank or train by one accuracy; anytime networks are judged by their exits' curve."""
     if a.space == "anytime":
-        raise ValueError(f"`ghn {a.command}` does not handle anytime networks; use `ghn anytime {instead}`")
+        raise InputError(f"`ghn {a.command}` does not handle anytime networks; use `ghn anytime {instead}`")
 
 
 def load_scoring_ghn(a: argparse.Namespace) -> GraphHyperNetwork:

@@ -11,6 +11,7 @@ from ghn_ext.core.distributed import add_device_argument
 from ghn_ext.spaces import classification
 from ghn_ext.spaces.reading import read_architectures
 from ghn_ext.workflows.final import FinalConfig
+from ghn_ext.core.checks import InputError
 
 
 def cmd_train_final(a: argparse.Namespace) -> int:
@@ -19,7 +20,7 @@ def cmd_train_final(a: argparse.Namespace) -> int:
     from ghn_ext.workflows.search import SearchConfig, arch_from_record
 
     if bool(a.arch) == bool(a.ranking):
-        raise ValueError("give exactly one of --arch (a file of architectures) and --ranking (ranking.json)")
+        raise InputError("give exactly one of --arch (a file of architectures) and --ranking (ranking.json)")
     if a.arch:
         candidates = read_architectures(a.arch, a.space, a.num_blocks, a.channels, a.cells_per_stage)
     else:
@@ -29,9 +30,9 @@ def cmd_train_final(a: argparse.Namespace) -> int:
         try:
             candidates = json.loads(path.read_text())["ranking"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f"{path} is not a ranking.json of `ghn search`") from None
+            raise InputError(f"{path} is not a ranking.json of `ghn search`") from None
     if not 0 <= a.rank < len(candidates):
-        raise ValueError(f"--rank {a.rank} is out of range: {len(candidates)} architectures")
+        raise InputError(f"--rank {a.rank} is out of range: {len(candidates)} architectures")
     graph = candidates[a.rank]
     if a.ranking:
         macro = SearchConfig(num_blocks=a.num_blocks, channels=a.channels, cells_per_stage=a.cells_per_stage)

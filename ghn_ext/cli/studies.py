@@ -12,6 +12,7 @@ from ghn_ext.studies.ablation import STUDIES
 from ghn_ext.studies.groundtruth import Protocol, run_groundtruth
 from ghn_ext.workflows.train import TrainConfig
 from ghn_ext.spaces import classification
+from ghn_ext.core.checks import InputError
 
 
 def cmd_groundtruth(a: argparse.Namespace) -> int:
@@ -43,10 +44,10 @@ def cmd_correlate(a: argparse.Namespace) -> int:
     if a.space == "nb201":
         return _correlate_nb201_table(a)
     if a.finetune_steps and not (a.ghn or a.oneshot):
-        raise ValueError("--finetune-steps trains the weights of a GHN or one-shot model: give --ghn or --oneshot")
+        raise InputError("--finetune-steps trains the weights of a GHN or one-shot model: give --ghn or --oneshot")
     given = a.ghn or a.oneshot or a.sgd_steps
     if not (given or (Path(a.out) / "predictions.json").exists()):
-        raise ValueError("nothing to compare: give --ghn, --oneshot or --sgd-steps, or an --out folder whose "
+        raise InputError("nothing to compare: give --ghn, --oneshot or --sgd-steps, or an --out folder whose "
                          "predictions.json holds scores (to tabulate them against this ground truth)")
     protocol, archs, records = groundtruth_set(a.groundtruth)
     if a.indices:
@@ -90,7 +91,7 @@ def _correlate_nb201_table(a: argparse.Namespace) -> int:
     unused = [flag for flag, value in (("--oneshot", a.oneshot), ("--sgd-steps", a.sgd_steps),
                                        ("--finetune-steps", a.finetune_steps), ("--indices", a.indices)) if value]
     if unused:
-        raise ValueError(f"{', '.join(unused)} apply to a ground truth of `ghn groundtruth`, not to a table of "
+        raise InputError(f"{', '.join(unused)} apply to a ground truth of `ghn groundtruth`, not to a table of "
                          "NAS-Bench-201 accuracies")
     table = read_truth_table(a.groundtruth)
     if a.cells:
@@ -119,7 +120,7 @@ def _select_indices(archs, records, start: int, stop: Optional[int]):
     """The ground-truth architectures whose index is in [start, stop), e.g. ones added after a first study."""
     keep = [i for i, r in enumerate(records) if r["index"] >= start and (stop is None or r["index"] < stop)]
     if len(keep) < 3:
-        raise ValueError(f"--indices {_range_text(start, stop)} selects {len(keep)} of the ground "
+        raise InputError(f"--indices {_range_text(start, stop)} selects {len(keep)} of the ground "
                          f"truth's {len(records)} architectures; a correlation needs at least 3")
     return [archs[i] for i in keep], [records[i] for i in keep]
 

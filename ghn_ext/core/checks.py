@@ -6,12 +6,18 @@ import math
 from typing import Any, Optional
 
 
+class InputError(ValueError):
+    """A value a user gave (a flag, a config field, a file's contents) that cannot be used. The command
+    line prints its message as one line; a plain ValueError from anywhere else is a bug and keeps its
+    traceback."""
+
+
 def require_int(what: str, name: str, value: Any, low: int, high: Optional[int] = None) -> None:
     """ValueError naming `what`'s field `name` unless `value` is an integer in [low, high]."""
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
     if not ok:
         allowed = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{what} {name} must be an integer {allowed}, got {value!r}")
+        raise InputError(f"{what} {name} must be an integer {allowed}, got {value!r}")
 
 
 MAX_SEED = 2 ** 32 - 1  # what every generator seeded here accepts (numpy's, torch's, random's)
@@ -25,7 +31,7 @@ def require_number(what: str, name: str, value: Any, low: float, high: float = m
           and (value > low if low_open else value >= low) and (value < high if high_open else value <= high))
     if not ok:
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or high == math.inf else ']'}"
-        raise ValueError(f"{what} {name} must be a finite number in {interval}, got {value!r}")
+        raise InputError(f"{what} {name} must be a finite number in {interval}, got {value!r}")
 
 
 def require_training_recipe(what: str, cfg: Any) -> None:

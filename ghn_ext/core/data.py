@@ -24,6 +24,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
+from ghn_ext.core.checks import InputError
 
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "NUM_CLASSES", "DatasetError", "CIFAR10Arrays",
@@ -171,7 +172,7 @@ def cifar10_split_indices(num_train: int = 50_000, val_size: int = 5_000,
                           seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Sorted (train_idx, val_idx) into the official training set, from a seeded permutation."""
     if not 0 <= val_size < num_train:
-        raise ValueError(f"val_size must be in [0, {num_train}), got {val_size}")
+        raise InputError(f"val_size must be in [0, {num_train}), got {val_size}")
     perm = np.random.default_rng(seed).permutation(num_train)
     val, train = np.sort(perm[:val_size]), np.sort(perm[val_size:])
     return torch.from_numpy(train), torch.from_numpy(val)
@@ -257,16 +258,16 @@ class TensorLoader:
                  device: str | torch.device = "cpu", mean=CIFAR10_MEAN, std=CIFAR10_STD,
                  shard: tuple[int, int] = (0, 1)):
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+            raise InputError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if len(labels) != len(images):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+            raise InputError(f"{len(images)} images but {len(labels)} labels")
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.int64)
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.rank, self.world = (int(v) for v in shard)
         if not 0 <= self.rank < self.world:
-            raise ValueError(f"shard {shard} is not (rank, world) with 0 <= rank < world")
+            raise InputError(f"shard {shard} is not (rank, world) with 0 <= rank < world")
         self.augment, self.cutout, self.pad = augment, int(cutout), int(pad)
         self.mean, self.std = mean, std
         if seed is None:
@@ -275,7 +276,7 @@ class TensorLoader:
         self._rng = torch.Generator()
         self._order_epoch, self._order = -1, None
         if len(self) == 0:
-            raise ValueError(f"no batches: {len(images)} samples, batch_size={batch_size} x {self.world} "
+            raise InputError(f"no batches: {len(images)} samples, batch_size={batch_size} x {self.world} "
                              f"ranks, drop_last={drop_last}")
 
     @property
@@ -347,18 +348,18 @@ class TensorLoader:
         unless `rescale` (a run resumed on another number of ranks): then the position moves to the
         first batch of the current epoch none of whose examples were seen yet."""
         if state["num_samples"] != len(self.labels):
-            raise ValueError(f"loader state has num_samples={state['num_samples']}, this loader has "
+            raise InputError(f"loader state has num_samples={state['num_samples']}, this loader has "
                              f"{len(self.labels)}")
         position = int(state["position"])
         if state["batch_size"] != self.global_batch_size:
             if not rescale:
-                raise ValueError(f"loader state has batch_size={state['batch_size']}, this loader has "
+                raise InputError(f"loader state has batch_size={state['batch_size']}, this loader has "
                                  f"{self.global_batch_size}")
             position = -(-position * int(state["batch_size"]) // self.global_batch_size)
         epoch = int(state["epoch"])
         if position >= len(self) and rescale:
             epoch, position = epoch + 1, 0
         if not 0 <= position < len(self):
-            raise ValueError(f"loader state position {state['position']} out of range")
+            raise InputError(f"loader state position {state['position']} out of range")
         self.seed, self.epoch, self.position = int(state["seed"]), epoch, position
         self._order_epoch = -1  # the seed may have changed: recompute the permutation

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
+from ghn_ext.core.checks import InputError
 
 T = TypeVar("T")
 
@@ -50,7 +51,7 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+            raise InputError(f"device {device!r} asked for, but CUDA is not available here")
         if dev.index is None:
             dev = torch.device(f"cuda:{local_rank}")
     return dev
@@ -68,7 +69,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return default if value is None else int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+        raise InputError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def launched_as_main() -> bool:
@@ -86,7 +87,7 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistCon
     if world <= 1:
         return DistContext(device=dev)
     if not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
+        raise InputError(f"RANK={rank} is outside WORLD_SIZE={world}")
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":

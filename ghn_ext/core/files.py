@@ -14,6 +14,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 import torch
 from filelock import FileLock, Timeout
+from ghn_ext.core.checks import InputError
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
@@ -142,7 +143,7 @@ def run_folder(path: str | Path) -> Iterator[Path]:
     setting) is removed again."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} is a file, not an output folder; choose another output folder")
+        raise InputError(f"{folder} is a file, not an output folder; choose another output folder")
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -164,7 +165,7 @@ def run_file(path: str | Path, part: str = "") -> Iterator[Path]:
     the file's write lock (:func:`file_lock`), where no other part's save can be in flight."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder, not an output file; choose another output file")
+        raise InputError(f"{path} is a folder, not an output file; choose another output file")
     path.parent.mkdir(parents=True, exist_ok=True)
     what = f"{path}" + (f" ({part})" if part else "")
     with _held(Path(f"{path}.run{'.' + part if part else ''}.lock"), f"{what} is being written by another run"):

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 from scipy.stats import rankdata
+from ghn_ext.core.checks import InputError
 
 MEASURES = ("spearman", "kendall", "pearson", "spearman_top", "kendall_top", "pearson_top", "top10_recall")
 
@@ -49,11 +50,11 @@ def ranking_measures(predicted: Sequence[float], true: Sequence[float]) -> dict[
     """Every measure of MEASURES for one set of (predicted, true) pairs."""
     p, t = np.asarray(predicted, dtype=float), np.asarray(true, dtype=float)
     if p.shape != t.shape or p.ndim != 1:
-        raise ValueError(f"need one predicted score per true accuracy, got {p.shape} and {t.shape}")
+        raise InputError(f"need one predicted score per true accuracy, got {p.shape} and {t.shape}")
     if len(p) < 3:
-        raise ValueError(f"need at least 3 architectures to measure a ranking, got {len(p)}")
+        raise InputError(f"need at least 3 architectures to measure a ranking, got {len(p)}")
     if not (np.isfinite(p).all() and np.isfinite(t).all()):
-        raise ValueError("scores and accuracies must be finite numbers")
+        raise InputError("scores and accuracies must be finite numbers")
     top = t > t.mean()
     out = {name: _corr(name, p, t) for name in ("spearman", "kendall", "pearson")}
     out.update({f"{name}_top": _corr(name, p[top], t[top]) for name in ("spearman", "kendall", "pearson")})

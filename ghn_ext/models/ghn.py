@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ghn_ext.core.checks import require_int
+from ghn_ext.core.checks import InputError, require_int
 from ghn_ext.core.graph import ArchGraph, GraphBatch, Node, as_graph_list
 from ghn_ext.core.checkpoints import CheckpointError, load_checkpoint
 from ghn_ext.core.files import atomic_save, with_checksum
@@ -61,7 +61,7 @@ class GHNConfig:
 
     def __post_init__(self):
         if self.scheme not in SCHEMES:
-            raise ValueError(f"unknown propagation scheme {self.scheme!r}; choose one of {SCHEMES}")
+            raise InputError(f"unknown propagation scheme {self.scheme!r}; choose one of {SCHEMES}")
         for name, low, high in (("hidden", 1, 4096), ("message_hidden", 1, 4096), ("hyper_hidden", 1, 4096),
                                 ("block_channels", 1, 1024), ("T", 1, MAX_PASSES), ("max_blocks", 1, 4096)):
             require_int("GHN", name, getattr(self, name), low, high)
@@ -206,7 +206,7 @@ class GraphHyperNetwork(nn.Module):
     def propagate(self, batch: GraphBatch, h0: Tensor) -> Tensor:
         cfg = self.config
         if not cfg.share_params and max(g.num_blocks for g in batch.graphs) > cfg.max_blocks:
-            raise ValueError(f"graph has more blocks than the {cfg.max_blocks} parameter sets of this GHN")
+            raise InputError(f"graph has more blocks than the {cfg.max_blocks} parameter sets of this GHN")
         intra = batch.edge_index[:, batch.block_edge_mask]
         schedule = dag_schedule(intra, batch.block_ptr, batch.num_nodes)
         return propagate(h0, batch.block_ptr, batch.graph_block_ptr, schedule,
@@ -248,7 +248,7 @@ class GraphHyperNetwork(nn.Module):
             edge = EdgePlan.build(batch.graphs, offsets, cfg.input_size)
             if edge.keys:
                 if h is None:
-                    raise ValueError("edge-mode emission needs the node embeddings h")
+                    raise InputError("edge-mode emission needs the node embeddings h")
                 flat = emit_edge_weights(self.edge_blocks(h, edge.edges), edge.piece_ptr,
                                          list(range(len(edge.edges))), edge.piece_channels, edge.shapes,
                                          [0, 0] * len(edge.scales), edge.scales)
@@ -268,7 +268,7 @@ class GraphHyperNetwork(nn.Module):
 
     def check_space(self, graph: ArchGraph) -> None:
         if graph.space != self.config.space and graph.space != "custom":
-            raise ValueError(f"this GHN was built for the {self.config.space!r} space, "
+            raise InputError(f"this GHN was built for the {self.config.space!r} space, "
                              f"got a {graph.space!r} architecture")
 
     @torch.no_grad()
@@ -319,7 +319,7 @@ def remap_vocabulary(state: dict[str, Tensor], op_names: Sequence[str]) -> dict[
         return state
     unknown = [op for op in op_names if op not in OP_INDEX]
     if unknown:
-        raise ValueError(f"it was written for ops this version does not know: {unknown}")
+        raise InputError(f"it was written for ops this version does not know: {unknown}")
     state = dict(state)
     old = state["embed.weight"]
     embed = old.new_zeros(old.shape[0], NUM_FEATURES)

@@ -27,6 +27,7 @@ from ghn_ext.core.graph import ArchGraph, as_graph_list
 from ghn_ext.core.files import atomic_save
 from ghn_ext.nets.network import param_shapes
 from ghn_ext.spaces import classification, nb201
+from ghn_ext.core.checks import InputError
 
 CHECKPOINT_FORMAT = "ghn_ext.oneshot/1"
 
@@ -56,7 +57,7 @@ def spanning_architectures(config: OneShotConfig) -> list[ArchGraph]:
     if config.space == "nb201":
         return [nb201.network((op,) * len(nb201.EDGES), config.channels, config.cells_per_stage)
                 for op in nb201.OPS]
-    raise ValueError(f"unknown search space {config.space!r}")
+    raise InputError(f"unknown search space {config.space!r}")
 
 
 CELL_INPUTS = 2  # a classification block starts with its two input bottlenecks, then the cell's nodes
@@ -103,7 +104,7 @@ class OneShotModel(nn.Module):
             for key, shape in weight_keys(g, config.input_size).values():
                 old = largest.get(key, shape)
                 if len(old) != len(shape):
-                    raise ValueError(f"weight {key} has shapes {old} and {shape} of different ranks")
+                    raise InputError(f"weight {key} has shapes {old} and {shape} of different ranks")
                 largest[key] = tuple(max(a, b) for a, b in zip(old, shape))
         self.shared = nn.ParameterDict({k: nn.Parameter(self._init(s)) for k, s in sorted(largest.items())})
 
@@ -115,24 +116,24 @@ class OneShotModel(nn.Module):
 
     def weights_of(self, graph: ArchGraph) -> dict[int, dict[str, torch.Tensor]]:
         if graph.space != self.config.space:
-            raise ValueError(f"this one-shot model is for the {self.config.space!r} space, "
+            raise InputError(f"this one-shot model is for the {self.config.space!r} space, "
                              f"got a {graph.space!r} architecture")
         out: dict[int, dict[str, torch.Tensor]] = {}
         reads_concat = concat_columns(graph)
         for (v, name), (key, shape) in weight_keys(graph, self.config.input_size).items():
             if key not in self.shared:
-                raise ValueError(f"node {v} ({graph.nodes[v].op}) of block {graph.nodes[v].block} has no shared "
+                raise InputError(f"node {v} ({graph.nodes[v].op}) of block {graph.nodes[v].block} has no shared "
                                  f"weight {key}: the architecture is outside the one-shot model's "
                                  f"skeleton {asdict(self.config)}")
             full = self.shared[key]
             columns = reads_concat.get(v) if len(shape) > 1 else None
             if columns is not None:
                 if len(columns) != shape[1] or int(columns.max()) >= full.shape[1]:
-                    raise ValueError(f"weight {key} of shape {shape} reads concatenated leaves the shared "
+                    raise InputError(f"weight {key} of shape {shape} reads concatenated leaves the shared "
                                      f"{tuple(full.shape)} does not hold")
                 full = full.index_select(1, columns.to(full.device))
             if any(s > f for s, f in zip(shape, full.shape)):
-                raise ValueError(f"weight {key} of shape {shape} exceeds the shared {tuple(full.shape)}")
+                raise InputError(f"weight {key} of shape {shape} exceeds the shared {tuple(full.shape)}")
             out.setdefault(v, {})[name] = full[tuple(slice(0, s) for s in shape)]
         return out
 

@@ -16,6 +16,7 @@ from torch import Tensor
 from ghn_ext.core.graph import ArchGraph, GraphError
 from ghn_ext.core.primitives import PRIMITIVES
 from ghn_ext.nets.network import ArchNetwork, NodeWeights, node_flops, run_network
+from ghn_ext.core.checks import InputError
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def exits_within(schedule: list[Exit], budget: Optional[float]) -> list[Exit]:
     if budget is None:
         return list(schedule)
     if budget < 0:
-        raise ValueError(f"a FLOPs budget must be non-negative, got {budget}")
+        raise InputError(f"a FLOPs budget must be non-negative, got {budget}")
     return [e for e in schedule if e.flops <= budget]
 
 

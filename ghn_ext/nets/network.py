@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ghn_ext.core.graph import ArchGraph, GraphError
 from ghn_ext.core.primitives import PRIMITIVES, batch_norm, concat_bottleneck
+from ghn_ext.core.checks import InputError
 
 NodeWeights = Mapping[int, Mapping[str, Tensor]]
 
@@ -191,10 +192,10 @@ def _check_order(graph: ArchGraph, order: Sequence[int], preds: list[list[int]])
     done: set[int] = set()
     for v in order:
         if not 0 <= v < len(graph) or v in done:
-            raise ValueError(f"order lists node {v} twice or out of range [0, {len(graph)})")
+            raise InputError(f"order lists node {v} twice or out of range [0, {len(graph)})")
         missing = [u for u in preds[v] if u not in done]
         if missing:
-            raise ValueError(f"order computes node {v} before its inputs {missing}")
+            raise InputError(f"order computes node {v} before its inputs {missing}")
         done.add(v)
     return list(order)
 
@@ -206,10 +207,10 @@ def _check_weights(graph: ArchGraph, input_size: tuple[int, ...], weights: NodeW
         got = weights.get(v, {})
         for name, shape in p.items():
             if name not in got:
-                raise ValueError(f"node {v} ({graph.nodes[v].op}): weight {name!r} of shape {shape} "
+                raise InputError(f"node {v} ({graph.nodes[v].op}): weight {name!r} of shape {shape} "
                                  "is missing")
             if tuple(got[name].shape) != tuple(shape):
-                raise ValueError(f"node {v} ({graph.nodes[v].op}) weight {name!r}: got shape "
+                raise InputError(f"node {v} ({graph.nodes[v].op}) weight {name!r}: got shape "
                                  f"{tuple(got[name].shape)}, network needs {shape}")
 
 
@@ -246,7 +247,7 @@ class ArchNetwork(Network):
             for name, shape in p.items():
                 init = weights[v][name].detach().clone() if weights is not None else _init_weight(name, shape)
                 if tuple(init.shape) != tuple(shape):
-                    raise ValueError(f"node {v} weight {name!r}: got shape {tuple(init.shape)}, "
+                    raise InputError(f"node {v} weight {name!r}: got shape {tuple(init.shape)}, "
                                      f"network needs {shape}")
                 self.params[f"{v}_{name}"] = nn.Parameter(init)
         out_shapes = infer_shapes(graph, input_size)

@@ -23,6 +23,7 @@ from torch.overrides import TorchFunctionMode
 
 from ghn_ext.core.graph import ArchGraph
 from ghn_ext.nets.network import ArchNetwork, infer_shapes, norm_count, run_network
+from ghn_ext.core.checks import InputError
 
 
 def _fresh_weights(graph: ArchGraph, input_size, seed: int) -> dict[int, dict[str, Tensor]]:
@@ -69,7 +70,7 @@ def naswot(graph: ArchGraph, images: Tensor, seed: int = 0) -> float:
     """log |det K| of the ReLU-code agreement kernel of `images` (normalised, N x C x H x W; the
     published score uses a batch of 128) on freshly initialised weights, BatchNorm on batch statistics."""
     if images.dim() != 4 or len(images) < 2:
-        raise ValueError(f"NASWOT needs a batch of at least 2 images (N, C, H, W), got shape {tuple(images.shape)}")
+        raise InputError(f"NASWOT needs a batch of at least 2 images (N, C, H, W), got shape {tuple(images.shape)}")
     weights = _fresh_weights(graph, tuple(images.shape[1:]), seed)
     with _ReluCodes(len(images)) as codes:
         run_network(graph, images, weights)

@@ -6,6 +6,7 @@ from typing import Callable
 
 from ghn_ext.core.graph import ArchGraph
 from ghn_ext.spaces import anytime, classification, nb201
+from ghn_ext.core.checks import InputError
 
 SPACES = ("classification", "nb201", "anytime")
 Sampler = Callable[[random.Random], ArchGraph]
@@ -31,7 +32,7 @@ def make_sampler(space: str, num_nodes: int = classification.TRAIN_NODES, num_bl
         c = channels or anytime.CHANNELS
         return lambda rng: anytime.sample_architecture(rng, num_exits=num_exits, channels=c,
                                                        random_nodes=random_nodes)
-    raise ValueError(f"unknown search space {space!r}; choose one of {', '.join(SPACES)}")
+    raise InputError(f"unknown search space {space!r}; choose one of {', '.join(SPACES)}")
 
 
 def sample_architecture(space: str, rng: random.Random, **kwargs) -> ArchGraph:

@@ -18,6 +18,7 @@ import random
 from typing import Sequence
 
 from ghn_ext.core.graph import ArchGraph, GraphError, Node
+from ghn_ext.core.checks import InputError
 
 OPS: tuple[str, ...] = ("conv1x1", "conv3x3", "conv5x5", "max_pool3x3", "avg_pool3x3")
 BLOCK_NODES: tuple[int, ...] = (24, 16, 8)
@@ -39,13 +40,13 @@ def sample_architecture(rng: random.Random, block_nodes: Sequence[int] = BLOCK_N
     """A random anytime network. With `random_nodes` (GHN training, appendix 7.2) block b has a
     uniformly random number of nodes in [1, block_nodes[b]]; then the exits are at most the nodes."""
     if len(block_nodes) != len(BLOCK_SCALES) or min(block_nodes) < 1:
-        raise ValueError(f"block_nodes must give {len(BLOCK_SCALES)} positive node counts, got {block_nodes}")
+        raise InputError(f"block_nodes must give {len(BLOCK_SCALES)} positive node counts, got {block_nodes}")
     if channels < 1 or num_exits < 1:
-        raise ValueError(f"channels and num_exits must be positive, got {channels} and {num_exits}")
+        raise InputError(f"channels and num_exits must be positive, got {channels} and {num_exits}")
     counts = [rng.randint(1, n) for n in block_nodes] if random_nodes else list(block_nodes)
     total = sum(counts)
     if num_exits > total and not random_nodes:
-        raise ValueError(f"{num_exits} exits need at least as many nodes, the blocks have {total}")
+        raise InputError(f"{num_exits} exits need at least as many nodes, the blocks have {total}")
 
     # Ops, scales and inputs per node; ids count the stem as 0 and the block nodes from 1.
     ops, scales, blocks, inputs = [], [], [], []

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ghn_ext.core.graph import ArchGraph, GraphError, Node
+from ghn_ext.core.checks import InputError
 
 OPS: tuple[str, ...] = ("identity", "conv1x1", "sep_conv3x3", "sep_conv5x5", "dil_sep_conv3x3",
                         "dil_sep_conv5x5", "conv1x7_7x1", "max_pool3x3", "avg_pool3x3")
@@ -132,7 +133,7 @@ def widest_mobile_channels(cell: Cell, max_mult_adds: float = 600e6, image_size:
         return count_flops(imagenet_mobile_network(cell, c), (3, image_size, image_size)) / 2
 
     if mult_adds(1) > max_mult_adds:
-        raise ValueError(f"even 1 channel exceeds {max_mult_adds:.3g} multiply-adds")
+        raise InputError(f"even 1 channel exceeds {max_mult_adds:.3g} multiply-adds")
     lo, hi = 1, 2
     while mult_adds(hi) <= max_mult_adds:
         lo, hi = hi, hi * 2

@@ -20,6 +20,7 @@ from ghn_ext.models.ghn import GraphHyperNetwork
 from ghn_ext.studies.groundtruth import groundtruth_set
 from ghn_ext.workflows.train import TrainConfig, Trainer
 from ghn_ext.spaces import classification
+from ghn_ext.core.checks import InputError
 
 STUDIES = ("nodes", "propagation", "stacking")
 
@@ -48,7 +49,7 @@ def study_variants(study: str, nodes: Sequence[int], steps_T: Sequence[int]) -> 
     if study == "stacking":
         return [replace(base, share_params=False, pass_embedding=False),
                 replace(base, share_params=False, pass_embedding=True), base]
-    raise ValueError(f"unknown study {study!r}; choose from {STUDIES}")
+    raise InputError(f"unknown study {study!r}; choose from {STUDIES}")
 
 
 def variant_config(base: TrainConfig, v: Variant) -> TrainConfig:
@@ -101,7 +102,7 @@ def run_ablation(groundtruth: str | Path, out_dir: str | Path, steps: int, studi
     ablation.md with one table per study, plus nodes.png and propagation.png. Returns the markdown."""
     protocol, archs, records = groundtruth_set(groundtruth)
     if protocol.space != "classification":
-        raise ValueError("the ablations vary cells of the classification space; "
+        raise InputError("the ablations vary cells of the classification space; "
                          f"{groundtruth} is a {protocol.space!r} ground truth")
     out = Path(out_dir)
     base = base or TrainConfig()

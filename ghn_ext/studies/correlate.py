@@ -37,6 +37,7 @@ from ghn_ext.core.files import content_digest, file_lock, write_json_atomic
 from ghn_ext.core.progress import progress_bar
 from ghn_ext.workflows.sgd import train_briefly
 from ghn_ext.workflows.train import training_seconds
+from ghn_ext.core.checks import InputError
 
 
 @dataclass
@@ -116,7 +117,7 @@ def rank_correlations(predicted: Sequence[float], true: Sequence[float]) -> dict
 
     p, t = np.asarray(predicted, dtype=float), np.asarray(true, dtype=float)
     if len(p) != len(t) or len(p) < 3:
-        raise ValueError(f"need at least 3 paired scores, got {len(p)} predicted and {len(t)} true")
+        raise InputError(f"need at least 3 paired scores, got {len(p)} predicted and {len(t)} true")
 
     def pearson(a, b):  # undefined (nan) for constant input, e.g. a predictor stuck at chance
         return float(stats.pearsonr(a, b)[0]) if np.ptp(a) > 0 and np.ptp(b) > 0 else math.nan
@@ -157,7 +158,7 @@ class PredictionCache:
             data = json.loads(self.path.read_text())
             assert isinstance(data, dict)
         except (json.JSONDecodeError, AssertionError):
-            raise ValueError(f"prediction cache {self.path} is damaged; move it away to recompute") from None
+            raise InputError(f"prediction cache {self.path} is damaged; move it away to recompute") from None
         return data
 
     def _add(self, predictor: Predictor, scores: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +174,7 @@ class PredictionCache:
     def run(self, predictor: Predictor, archs: Sequence[ArchGraph], progress: bool = True) -> dict[str, Any]:
         entry = self.data.get(predictor.name, {"scores": {}, "source": predictor.source})
         if entry.get("source", "") != predictor.source:
-            raise ValueError(f"{self.path} holds scores of another {predictor.name!r} (another model or "
+            raise InputError(f"{self.path} holds scores of another {predictor.name!r} (another model or "
                              "setting, or written before caches recorded theirs); name this one differently "
                              "or use another output folder")
         todo = [g for g in archs if g.stable_hash() not in entry["scores"]]
@@ -262,7 +263,7 @@ def correlate(predictors: Sequence[Predictor], archs: Sequence[ArchGraph], recor
     entries.update((name, entry) for name, entry in cache.data.items()
                    if name not in entries and hashes <= entry.get("scores", {}).keys())
     if not entries:
-        raise ValueError(f"nothing to tabulate: no predictor given and none in {cache.path} scored every architecture")
+        raise InputError(f"nothing to tabulate: no predictor given and none in {cache.path} scored every architecture")
     rows = [summarize(name, entry, records) for name, entry in entries.items()]
     (out / "table.md").write_text(markdown_table(rows))
     write_json_atomic(rows, out / "table.json")

@@ -31,6 +31,7 @@ from ghn_ext.nets.proxies import naswot, synflow
 from ghn_ext.core.rank_measures import bootstrap_intervals, rank_mean, ranking_measures
 from ghn_ext.spaces import nb201
 from ghn_ext.studies.truth_table import TruthTable
+from ghn_ext.core.checks import InputError
 
 BASELINES = ("params", "flops", "synflow", "naswot")
 TABLE_SGD_COLUMN = "cifar10_val_12ep"  # the benchmark's own reduced training, read from the table
@@ -62,10 +63,10 @@ def baseline_predictor(kind: str, proxy_images: Optional[Split] = None, seed: in
         return Predictor(f"synflow (seed {seed})", lambda g: synflow(g, seed=seed))
     if kind == "naswot":
         if proxy_images is None:
-            raise ValueError("NASWOT needs a batch of images")
+            raise InputError("NASWOT needs a batch of images")
         x = normalize(proxy_images.images)
         return Predictor(f"NASWOT ({len(x)} images, seed {seed})", lambda g: naswot(g, x, seed))
-    raise ValueError(f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)}")
+    raise InputError(f"unknown baseline {kind!r}; choose from {', '.join(BASELINES)}")
 
 
 def combined_entries(entries: dict[str, dict[str, Any]], ghns: Sequence[str], hashes: Sequence[str]
@@ -126,7 +127,7 @@ def correlate_table(predictors: Sequence[Predictor], table: TruthTable, columns:
     cache = PredictionCache(out / "predictions.json")
     entries = {p.name: cache.run(p, graphs, progress) for p in predictors}
     if not entries:
-        raise ValueError("nothing to tabulate: no predictor given")
+        raise InputError("nothing to tabulate: no predictor given")
     result = {}
     for column in columns:
         true = table.column(column)

@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 from ghn_ext.core.data import Split, cifar10_splits
 from ghn_ext.core.graph import ArchGraph
-from ghn_ext.core.checks import require_int, require_training_recipe
+from ghn_ext.core.checks import InputError, require_int, require_training_recipe
 from ghn_ext.core.files import file_lock, run_file, write_json_atomic
 from ghn_ext.core.progress import progress_bar
 from ghn_ext.workflows.search import describe
@@ -54,7 +54,7 @@ class Protocol:
 
     def __post_init__(self):
         if not (isinstance(self.repeats, int) and self.repeats >= 1):
-            raise ValueError(f"a ground truth needs at least one SGD run per architecture, got repeats={self.repeats}")
+            raise InputError(f"a ground truth needs at least one SGD run per architecture, got repeats={self.repeats}")
         require_training_recipe("ground truth", self)
         for name in ("num_nodes", "num_blocks", "channels", "cells_per_stage"):
             require_int("ground truth", name, getattr(self, name), 1)
@@ -100,7 +100,7 @@ def load_groundtruth(path: str | Path) -> tuple[Protocol, list[dict[str, Any]]]:
         protocol = Protocol.from_dict(data["protocol"])
         records = sorted(data["results"].values(), key=lambda r: r["index"])
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"ground-truth file {path} is damaged or not a ground-truth file ({exc!r})") from None
+        raise InputError(f"ground-truth file {path} is damaged or not a ground-truth file ({exc!r})") from None
     return protocol, records
 
 
@@ -108,12 +108,12 @@ def groundtruth_set(path: str | Path) -> tuple[Protocol, list[ArchGraph], list[d
     """The protocol, the trained architectures and their records (same order) of a results file."""
     protocol, records = load_groundtruth(path)
     if not records:
-        raise ValueError(f"ground-truth file {path} holds no trained architecture yet")
+        raise InputError(f"ground-truth file {path} holds no trained architecture yet")
     every = groundtruth_architectures(protocol, max(r["index"] for r in records) + 1)
     archs = [every[r["index"]] for r in records]
     for g, r in zip(archs, records):
         if g.stable_hash() != r["hash"]:
-            raise ValueError(f"{path}: architecture {r['index']} is {r['hash']} in the file but this version "
+            raise InputError(f"{path}: architecture {r['index']} is {r['hash']} in the file but this version "
                              f"samples {g.stable_hash()}; regenerate the ground truth")
     return protocol, archs, records
 
@@ -123,9 +123,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         rank, world = (int(x) for x in text.split("/"))
     except ValueError:
-        raise ValueError(f"shard {text!r}: expected r/n, e.g. 0/2") from None
+        raise InputError(f"shard {text!r}: expected r/n, e.g. 0/2") from None
     if not 0 <= rank < world:
-        raise ValueError(f"shard {text!r}: need 0 <= r < n in r/n")
+        raise InputError(f"shard {text!r}: need 0 <= r < n in r/n")
     return rank, world
 
 
@@ -135,7 +135,7 @@ def _finished(path: Path, protocol: Protocol) -> dict[str, dict[str, Any]]:
         return {}
     existing, records = load_groundtruth(path)
     if existing != protocol:
-        raise ValueError(f"{path} was written under another protocol ({asdict(existing)}); "
+        raise InputError(f"{path} was written under another protocol ({asdict(existing)}); "
                          f"use another file for {asdict(protocol)}")
     return {r["hash"]: r for r in records}
 

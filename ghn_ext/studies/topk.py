@@ -20,6 +20,7 @@ from ghn_ext.studies.groundtruth import Protocol, load_groundtruth, train_under_
 from ghn_ext.core.files import write_json_atomic
 from ghn_ext.core.progress import progress_bar
 from ghn_ext.workflows.search import SearchConfig, arch_from_record
+from ghn_ext.core.checks import InputError
 
 
 def _check_ranking_matches(ranking: dict[str, Any], protocol: Protocol, path: Path) -> SearchConfig:
@@ -27,7 +28,7 @@ def _check_ranking_matches(ranking: dict[str, Any], protocol: Protocol, path: Pa
     searched = (ranking["space"], cfg.num_nodes, cfg.num_blocks, cfg.channels)
     wanted = (protocol.space, protocol.num_nodes, protocol.num_blocks, protocol.channels)
     if searched != wanted:
-        raise ValueError(f"{path} ranks (space, nodes, blocks, channels) = {searched} but the ground truth "
+        raise InputError(f"{path} ranks (space, nodes, blocks, channels) = {searched} but the ground truth "
                          f"trains {wanted}; search with --num-nodes {protocol.num_nodes} --num-blocks "
                          f"{protocol.num_blocks} --channels {protocol.channels}")
     return cfg
@@ -60,7 +61,7 @@ def compare_top_with_random(groundtruth: str | Path, ranking_path: str | Path, o
     """Train the ranking's top k under the ground-truth protocol; compare with k random ones."""
     protocol, records = load_groundtruth(groundtruth)
     if len(records) < k:
-        raise ValueError(f"{groundtruth} holds {len(records)} trained architectures; need k={k} random ones")
+        raise InputError(f"{groundtruth} holds {len(records)} trained architectures; need k={k} random ones")
     ranking_path = Path(ranking_path)
     if not ranking_path.is_file():
         raise FileNotFoundError(f"ranking file {ranking_path} does not exist (run `ghn search` first)")
@@ -69,9 +70,9 @@ def compare_top_with_random(groundtruth: str | Path, ranking_path: str | Path, o
         cfg = _check_ranking_matches(ranking, protocol, ranking_path)
         top = ranking["ranking"][:k]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{ranking_path} is not a ranking.json of `ghn search` ({exc!r})") from None
+        raise InputError(f"{ranking_path} is not a ranking.json of `ghn search` ({exc!r})") from None
     if len(top) < k:
-        raise ValueError(f"{ranking_path} ranks only {len(top)} architectures; need k={k}")
+        raise InputError(f"{ranking_path} ranks only {len(top)} architectures; need k={k}")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +83,7 @@ def compare_top_with_random(groundtruth: str | Path, ranking_path: str | Path, o
             trained = json.loads(trained_path.read_text())
             assert isinstance(trained, dict)
         except (json.JSONDecodeError, AssertionError):
-            raise ValueError(f"{trained_path} is damaged; move it away to retrain the top {k}") from None
+            raise InputError(f"{trained_path} is damaged; move it away to retrain the top {k}") from None
     splits = cifar10_splits(data_dir)
     train, val = splits.train.head(protocol.train_images), splits.val.head(protocol.val_images)
     with progress_bar(k, sum(r["hash"] in trained for r in top), "GHN top-k", not progress) as bar:

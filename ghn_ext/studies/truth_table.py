@@ -13,11 +13,12 @@ import numpy as np
 
 from ghn_ext.core.graph import GraphError
 from ghn_ext.spaces import nb201
+from ghn_ext.core.checks import InputError
 
 DEFAULT_COLUMN = "cifar10_test_200ep"
 
 
-class TruthTableError(ValueError):
+class TruthTableError(InputError):
     """A ground-truth table is missing, malformed, or lacks the asked column."""
 
 

@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ghn_ext.core.checks import require_training_recipe
+from ghn_ext.core.checks import InputError, require_training_recipe
 from ghn_ext.core.data import Split, TensorLoader
 from ghn_ext.workflows.evaluate import IMAGE_BATCH, curve_area, exit_accuracies
 from ghn_ext.core.checkpoints import CheckpointError, load_checkpoint, resuming_from
@@ -56,7 +56,7 @@ def msdnet_graph(layers: int = 10, channels: int = anytime.CHANNELS, exit_every:
     """The MSDNet-style baseline: `layers` layers of one 3x3-conv node per scale (widths as in the
     anytime space), an exit on the coarsest node of every `exit_every`-th layer and of the last."""
     if layers < 1 or exit_every < 1 or channels < 1:
-        raise ValueError(f"layers, exit_every and channels must be positive, got {layers}, {exit_every}, "
+        raise InputError(f"layers, exit_every and channels must be positive, got {layers}, {exit_every}, "
                          f"{channels}")
     nodes = [Node("input", 0, 3), Node("stem_conv", 0, channels)]
     edges: list[tuple[int, int]] = [(0, 1)]
@@ -87,7 +87,7 @@ def match_width(graph: ArchGraph, max_flops: float, input_size=(3, 32, 32)) -> A
         return count_flops(anytime.with_channels(graph, c), input_size)
 
     if flops(1) > max_flops:
-        raise ValueError(f"even base width 1 needs {flops(1):,} FLOPs, over the budget of {max_flops:,.0f}")
+        raise InputError(f"even base width 1 needs {flops(1):,} FLOPs, over the budget of {max_flops:,.0f}")
     lo, hi = 1, 2
     while flops(hi) <= max_flops:
         lo, hi = hi, hi * 2

@@ -15,6 +15,7 @@ from ghn_ext.core.graph import ArchGraph
 from ghn_ext.core.files import content_digest
 from ghn_ext.nets.anytime import Exit, run_anytime
 from ghn_ext.nets.network import run_network
+from ghn_ext.core.checks import InputError
 
 IMAGE_BATCH = 100  # images per forward pass, and so per BatchNorm statistics: part of what a score means
 
@@ -51,7 +52,7 @@ DEFAULT_SIGNAL = {"classification": "accuracy", "anytime": "accuracy", "nb201": 
 
 def check_signal(signal: str) -> None:
     if signal not in SIGNALS:
-        raise ValueError(f"unknown scoring signal {signal!r}; choose one of {', '.join(SIGNALS)}")
+        raise InputError(f"unknown scoring signal {signal!r}; choose one of {', '.join(SIGNALS)}")
 
 
 def network_score_sum(graph: ArchGraph, weights, split: Split, signal: str = "accuracy",
@@ -113,12 +114,12 @@ def curve_area(flops: Sequence[float], accuracies: Sequence[float], lo: float, h
     :func:`accuracy_at` integrated exactly. Divided by hi - lo unless told otherwise, it is the mean
     accuracy over budgets uniform in the range, so areas over the same range compare directly."""
     if len(flops) != len(accuracies) or not flops:
-        raise ValueError(f"need one accuracy per exit and at least one exit; got {len(flops)} FLOP counts "
+        raise InputError(f"need one accuracy per exit and at least one exit; got {len(flops)} FLOP counts "
                          f"and {len(accuracies)} accuracies")
     if any(b < a for a, b in zip(flops, flops[1:])):
-        raise ValueError(f"exit FLOPs must be non-decreasing (cumulative), got {list(flops)}")
+        raise InputError(f"exit FLOPs must be non-decreasing (cumulative), got {list(flops)}")
     if not lo < hi:
-        raise ValueError(f"the FLOPs range needs lo < hi, got [{lo}, {hi}]")
+        raise InputError(f"the FLOPs range needs lo < hi, got [{lo}, {hi}]")
     area = 0.0
     edges = [lo] + [f for f in flops if lo < f < hi] + [hi]
     for a, b in zip(edges, edges[1:]):

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ghn_ext.core.checks import require_training_recipe
+from ghn_ext.core.checks import InputError, require_training_recipe
 from ghn_ext.core.data import TensorLoader, cifar10_splits
 from ghn_ext.core.distributed import DistContext, all_sum, gather_lists, wrap_ddp
 from ghn_ext.workflows.evaluate import network_accuracy
@@ -78,7 +78,7 @@ def auxiliary_tap(graph: ArchGraph) -> int:
     """The node whose output feeds the auxiliary head: the last node of the cell at 2/3 of the depth."""
     cells = cell_blocks(graph)
     if not cells:
-        raise ValueError("the architecture has no cells to attach an auxiliary head to")
+        raise InputError("the architecture has no cells to attach an auxiliary head to")
     block = cells[max(0, (2 * len(cells)) // 3 - 1)]
     return graph.block_ranges()[block][1] - 1
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from ghn_ext.core.checks import MAX_SEED, require_int, require_number
+from ghn_ext.core.checks import InputError, MAX_SEED, require_int, require_number
 from ghn_ext.core.data import cifar10_splits
 from ghn_ext.core.distributed import DistContext, broadcast, deal, gather_lists
 from ghn_ext.workflows.sgd import train_briefly
@@ -99,7 +99,7 @@ def halving_rounds(cfg: SearchConfig) -> list[tuple[int, int]]:
     cfg.val_images. Image counts are whole batches, so every batch's BatchNorm statistics are those
     of full evaluation; one round on all images when adaptive evaluation is off."""
     if cfg.eta < 2:
-        raise ValueError(f"adaptive evaluation keeps 1/eta of the candidates each round: eta must be >= 2, "
+        raise InputError(f"adaptive evaluation keeps 1/eta of the candidates each round: eta must be >= 2, "
                          f"got {cfg.eta}")
     batch = cfg.image_batch
     first = -(-cfg.min_images // batch) * batch

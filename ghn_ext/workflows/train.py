@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ghn_ext.core.checks import MAX_SEED, require_int
+from ghn_ext.core.checks import InputError, MAX_SEED, require_int
 from ghn_ext.core.data import TensorLoader, cifar10_splits
 from ghn_ext.core.distributed import DistContext, all_sum, deal, gather_lists, wrap_ddp
 from ghn_ext.workflows.evaluate import score_architectures
@@ -89,7 +89,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema is a decay in [0, 1) (0: off), not {self.ema}")
+            raise InputError(f"ema is a decay in [0, 1) (0: off), not {self.ema}")
         for name in ("steps", "batch_size", "archs_per_step", "num_nodes", "num_blocks", "cells_per_stage",
                      "checkpoint_every", "eval_archs", "eval_images"):
             require_int("training", name, getattr(self, name), 1)
@@ -99,7 +99,7 @@ class TrainConfig:
             require_int("training", "channels", self.channels, 1)
         require_int("training", "seed", self.seed, 0, MAX_SEED)
         if not (math.isfinite(self.lr) and 0.0 < self.lr <= 10.0):
-            raise ValueError(f"training lr must be in (0, 10], got {self.lr}")
+            raise InputError(f"training lr must be in (0, 10], got {self.lr}")
 
     def ghn_config(self) -> GHNConfig:
         return GHNConfig(space=self.space, **self.ghn)
@@ -110,7 +110,7 @@ class TrainConfig:
         if self.model == "oneshot":
             return OneShotModel(OneShotConfig(self.space, self.num_nodes, self.num_blocks,
                                               self.channels or OneShotConfig.channels, self.cells_per_stage))
-        raise ValueError(f"unknown model {self.model!r}; choose ghn or oneshot")
+        raise InputError(f"unknown model {self.model!r}; choose ghn or oneshot")
 
     def sampler(self, num_nodes: Optional[int] = None, evaluation: bool = False):
         """Training architectures; anytime networks have random node counts per block (appendix 7.2)
