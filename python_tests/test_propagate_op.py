@@ -343,3 +343,16 @@ def test_error_empty_batch(impl):
     empty = Case("empty", [[], []], [0], [0])
     with pytest.raises(ValueError, match="empty batch"):
         impl(make_h0(0, 4), empty.block_ptr, empty.graph_block_ptr, empty.schedule, make_params(1, 4, 5), 1)
+
+
+@pytest.mark.slow
+def test_the_gpu_sanitizer_script_builds_its_cases_and_runs_on_the_cpu():
+    """bench/gpu_sanitize_case.py runs only where a GPU is lent; on the CPU (CPU against CPU) it checks
+    that its cases still build from the library's samplers and the ops accept them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_sanitize_case.py"
+    res = subprocess.run([sys.executable, str(script), "cpu"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "all results match the CPU kernels" in res.stdout
