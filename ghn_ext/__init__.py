@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 # name -> module, imported on first use (``import ghn_ext`` stays light for the command line)
 _LAZY = {"GraphHyperNetwork": "ghn_ext.models.ghn", "GHNConfig": "ghn_ext.models.ghn",
          "TrainConfig": "ghn_ext.workflows.train", "SearchConfig": "ghn_ext.workflows.search",
-         "run_search": "ghn_ext.workflows.search"}
+         "run_search": "ghn_ext.workflows.search", "info": "ghn_ext.ops.build_info"}
 
 
 def __getattr__(name: str):

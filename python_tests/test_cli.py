@@ -32,9 +32,9 @@ from ghn_ext.spaces import SPACES, classification, nb201  # noqa: E402
 from ghn_ext.workflows.train import TrainConfig, read_log  # noqa: E402
 
 VERBS = {"train", "score", "search", "show", "demo", "groundtruth", "correlate", "train-final", "ablate",
-         "compare-top", "anytime"}
+         "compare-top", "anytime", "info"}
 # their space is the ground-truth file's, or the anytime space
-SPACELESS_VERBS = {"ablate", "compare-top", "anytime"}
+SPACELESS_VERBS = {"ablate", "compare-top", "anytime", "info"}
 # verbs that take --space but only some spaces
 SOME_SPACES = {"correlate": ("classification", "nb201")}
 NB201_ARCHS = ["|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
@@ -645,3 +645,18 @@ def test_a_bug_keeps_its_traceback_and_a_bad_input_is_one_line(monkeypatch, caps
     args.func = fails_with(ValueError("not enough values to unpack"))
     with pytest.raises(ValueError, match="not enough values to unpack"):
         cli.main([])
+
+
+def test_info_says_what_runs(capsys, monkeypatch):
+    """Issue 31: which kernels were compiled and whether the fallback is active, from the CLI and the API."""
+    import ghn_ext
+    from ghn_ext.ops import HAS_EXTENSION
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"ghn_ext {ghn_ext.__version__}, torch ") and out.strip() == ghn_ext.info()
+    if HAS_EXTENSION:
+        assert "compiled kernels: CPU" in out and "propagate: cpu" in out and "fallback: not in use" in out
+    else:
+        assert "compiled kernels: none" in out and "fallback: active" in out
+    monkeypatch.setenv("GHN_EXT_REFERENCE", "1")
+    assert "pure-PyTorch fallback: forced by GHN_EXT_REFERENCE" in ghn_ext.info()

@@ -1,0 +1,16 @@
+"""`ghn info`: what is installed and which kernels run."""
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from ghn_ext.ops.build_info import info
+    print(info())
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("info", help="the version, torch, and which compiled kernels (CPU, CUDA) run or whether "
+                       "the pure-PyTorch fallback does")
+    p.set_defaults(func=cmd_info)
