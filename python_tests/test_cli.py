@@ -32,9 +32,9 @@ from ghn_ext.spaces import SPACES, classification, nb201  # noqa: E402
 from ghn_ext.workflows.train import TrainConfig, read_log  # noqa: E402
 
 VERBS = {"train", "score", "search", "show", "demo", "groundtruth", "correlate", "train-final", "ablate",
-         "compare-top", "anytime", "info"}
+         "compare-top", "anytime", "info", "data"}
 # their space is the ground-truth file's, or the anytime space
-SPACELESS_VERBS = {"ablate", "compare-top", "anytime", "info"}
+SPACELESS_VERBS = {"ablate", "compare-top", "anytime", "info", "data"}
 # verbs that take --space but only some spaces
 SOME_SPACES = {"correlate": ("classification", "nb201")}
 NB201_ARCHS = ["|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
@@ -660,3 +660,43 @@ def test_info_says_what_runs(capsys, monkeypatch):
         assert "compiled kernels: none" in out and "fallback: active" in out
     monkeypatch.setenv("GHN_EXT_REFERENCE", "1")
     assert "pure-PyTorch fallback: forced by GHN_EXT_REFERENCE" in ghn_ext.info()
+
+
+def test_data_download_fetches_with_torchvision_once_and_names_the_folder(tmp_path, monkeypatch, capsys):
+    """Issue 31: the missing-data error said to pass download=True, which no flag did. `ghn data download`
+    fetches with torchvision's downloader (faked here: no network in tests), and not again."""
+    import numpy as np
+    import torchvision.datasets
+    calls = []
+
+    class FakeCIFAR10:
+        def __init__(self, root, train, download):
+            calls.append(download)
+            if not download and not (Path(root) / "cifar-10-batches-py").is_dir():
+                raise RuntimeError("Dataset not found or corrupted")
+            (Path(root) / "cifar-10-batches-py").mkdir(exist_ok=True)
+            n = 6 if train else 4
+            self.data, self.targets = np.zeros((n, 32, 32, 3), np.uint8), list(range(n))
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    target = tmp_path / "cifar"
+    assert cli.main(["data", "download", "--dir", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert f"CIFAR-10 downloaded to {target}" in out and f"GHN_DATA_DIR={target}" in out
+    assert calls == [True, True]
+    from ghn_ext.core.data import clear_cache
+    clear_cache()
+    assert cli.main(["data", "download", "--dir", str(target)]) == 0
+    assert f"CIFAR-10 is already in {target}" in capsys.readouterr().out and calls[2:] == [False, False]
+
+
+def test_data_download_failure_is_one_line(tmp_path, monkeypatch, capsys):
+    import torchvision.datasets
+
+    def offline(root, train, download):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    assert cli.main(["data", "download", "--dir", str(tmp_path / "c")]) == 2
+    err = one_error_line(capsys, "data")
+    assert "cannot load CIFAR-10" in err and "Temporary failure in name resolution" in err

@@ -1,5 +1,5 @@
 """The `ghn` command: a thin parser over one module per verb group (train, search, studies, final,
-anytime, demo, info), and the error handling every verb shares."""
+anytime, demo, data, info), and the error handling every verb shares."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 from ghn_ext import __version__
 from ghn_ext.cli import anytime as anytime_cli
-from ghn_ext.cli import demo, final, info, search, studies, train
+from ghn_ext.cli import data, demo, final, info, search, studies, train
 from ghn_ext.core.checkpoints import CheckpointError
 from ghn_ext.core.checks import InputError
 from ghn_ext.core.data import DatasetError
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ghn", description="Graph HyperNetworks for architecture search")
     parser.add_argument("--version", action="version", version=f"ghn_ext {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (train, search, studies, final, anytime_cli, demo, info):
+    for group in (train, search, studies, final, anytime_cli, demo, data, info):
         group.add_parsers(sub)
     return parser
 

@@ -113,8 +113,21 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, download: bool = Fal
             raise DatasetError(
                 f"CIFAR-10 not found in {root}: expected {root / NPZ_NAME} or "
                 f"{root / TORCHVISION_DIR}/. Set {ENV_VAR} to a directory holding {NPZ_NAME}, "
-                f"place {NPZ_NAME} in {root}, or pass download=True to fetch it with torchvision.")
+                f"place {NPZ_NAME} in {root}, or fetch it with `ghn data download --dir {root}`.")
     return _CACHE[key]
+
+
+def download_cifar10(data_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
+    """Fetch CIFAR-10 with torchvision's downloader into ``data_dir`` (resolved as by
+    :func:`resolve_data_dir`) unless it is already there; returns the folder and whether it was fetched.
+    A failed download is a :class:`DatasetError` that says where to put the data instead."""
+    root = resolve_data_dir(data_dir)
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"{root} is a file, not a folder for CIFAR-10")
+    present = (root / NPZ_NAME).is_file() or (root / TORCHVISION_DIR).is_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    load_cifar10(root, download=not present)  # checks what is there, or fetches and checks it
+    return root, not present
 
 
 def _load_npz(path: Path) -> CIFAR10Arrays:
