@@ -290,7 +290,7 @@ def test_demo_ci_at_a_tinier_size(data_dir, tmp_path, monkeypatch, capsys):
     assert f"report written to {out}/" in printed
     names = {p.name for p in out.iterdir()}
     assert {"ranking.json", "training_curve.png", "summary.md", "ghn_run", "search"} <= names
-    assert ("best_cell.png" if shutil.which("dot") else "best_cell.dot") in names
+    assert "best_cell.png" in names  # drawn with matplotlib where graphviz is missing
     ranking = json.loads((out / "ranking.json").read_text())["ranking"]
     assert len(ranking) == 2
     summary = (out / "summary.md").read_text()

@@ -476,9 +476,16 @@ def test_render_png_produces_valid_png(tmp_path):
     assert bh > h   # a taller graph gives a taller picture
 
 
-def test_render_png_without_dot_raises(monkeypatch, tmp_path):
+def test_render_png_without_dot_draws_with_matplotlib(monkeypatch, tmp_path):
+    """Issue 31: without graphviz the demo wrote best_cell.dot instead of the promised picture."""
     import ghn_ext.core.graph as graph_mod
     monkeypatch.setattr(graph_mod.shutil, "which", lambda name: None)
-    with pytest.raises(RuntimeError, match="graphviz `dot` binary"):
-        tiny().render_png(tmp_path / "x.png")
-    assert not (tmp_path / "x.png").exists()
+    out = tiny().render_png(tmp_path / "x.png", title="tiny")
+    w, h = _png_dims(out.read_bytes())
+    big = nb201.network(nb201.all_architectures()[100], cells_per_stage=1).render_png(tmp_path / "b.png")
+    assert w > 0 and _png_dims(big.read_bytes())[1] > h  # a deeper graph gives a taller picture
+    with pytest.raises(GraphError, match="graphviz needs its `dot` binary"):
+        tiny().render_png(tmp_path / "y.png", engine="graphviz")
+    assert not (tmp_path / "y.png").exists()
+    with pytest.raises(GraphError, match="unknown rendering engine"):
+        tiny().render_png(tmp_path / "z.png", engine="svg")

@@ -188,7 +188,7 @@ def add_parsers(sub) -> None:
     space_args(p, classification.EVAL_NODES)
     p.add_argument("--arch", help="an architecture (NAS-Bench-201 string, JSON cell or graph) or a file of them "
                                   "(the first is shown)")
-    p.add_argument("--out", help="PNG (needs graphviz) or .dot file")
+    p.add_argument("--out", help="PNG (graphviz where installed, else matplotlib) or .dot file")
     p.add_argument("--cell", action="store_true", help="render only the first cell")
     p.set_defaults(func=cmd_show)
 

@@ -228,22 +228,32 @@ class ArchGraph:
         for b, (start, end) in enumerate(self.block_ranges()):
             lines.append(f"  subgraph cluster_{b} {{ style=dashed; color=gray; label=\"block {b}\";")
             for i in range(start, end):
-                nd = self.nodes[i]
-                label = nd.op + (f"\\n{nd.channels}ch" if nd.channels else "") + \
-                    (f" /{nd.stride}" if nd.stride > 1 else "") + (f" @{nd.scale}px" if nd.scale else "")
-                color = ', fillcolor="#f4b6b6"' if nd.exit else ""
+                label = self.node_label(i).replace("\n", "\\n")
+                color = ', fillcolor="#f4b6b6"' if self.nodes[i].exit else ""
                 lines.append(f'    n{i} [label="{label}"{color}];')
             lines.append("  }")
         lines += [f"  n{u} -> n{v};" for u, v in self.edges]
         lines.append("}")
         return "\n".join(lines)
 
-    def render_png(self, path: str | Path, title: str = "") -> Path:
-        """Render with the graphviz `dot` binary; RuntimeError when it is not installed."""
-        dot = shutil.which("dot")
+    def node_label(self, i: int) -> str:
+        """Node i's op, and its channels, stride and scale where it has them (two lines)."""
+        nd = self.nodes[i]
+        return nd.op + (f"\n{nd.channels}ch" if nd.channels else "") + \
+            (f" /{nd.stride}" if nd.stride > 1 else "") + (f" @{nd.scale}px" if nd.scale else "")
+
+    def render_png(self, path: str | Path, title: str = "", engine: str = "auto") -> Path:
+        """A PNG of the graph: with the graphviz `dot` binary where it is installed (`engine` "auto" or
+        "graphviz"), else drawn with matplotlib (:mod:`ghn_ext.core.drawing`; `engine` "matplotlib")."""
+        if engine not in ("auto", "graphviz", "matplotlib"):
+            raise GraphError(f"unknown rendering engine {engine!r}; choose auto, graphviz or matplotlib")
+        dot = shutil.which("dot") if engine != "matplotlib" else None
         if dot is None:
-            raise RuntimeError("rendering to PNG needs the graphviz `dot` binary "
-                               "(e.g. `apt-get install graphviz`); to_dot() works without it")
+            if engine == "graphviz":
+                raise GraphError("rendering with graphviz needs its `dot` binary (e.g. `apt-get install "
+                                 "graphviz`); engine='auto' draws with matplotlib without it")
+            from ghn_ext.core.drawing import draw_png
+            return draw_png(self, path, title)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([dot, "-Tpng", "-o", str(path)], input=self.to_dot(title).encode(),
