@@ -295,6 +295,7 @@ def test_demo_ci_at_a_tinier_size(data_dir, tmp_path, monkeypatch, capsys):
     assert len(ranking) == 2
     summary = (out / "summary.md").read_text()
     assert "# ghn demo (ci)" in summary and ranking[0]["hash"] in summary
+    assert "chance is 0.10" in summary  # issue 31: what the accuracies mean, in the report and the output
     assert (out / "ghn_run" / "ghn.pt").is_file()
 
 
