@@ -374,7 +374,7 @@ def test_train_corrupt_training_checkpoint(cls_run, data_dir, tmp_path, capsys):
     shutil.copytree(cls_run, tmp_path, dirs_exist_ok=True)
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert cli.main(train_argv(tmp_path, data_dir)) == 2
-    assert f"cannot resume from {tmp_path / 'checkpoint.pt'}: corrupt checkpoint" in one_error_line(capsys, "train")
+    assert f"cannot resume: checkpoint {tmp_path / 'checkpoint.pt'} is corrupt" in one_error_line(capsys, "train")
 
 
 def test_train_without_data(tmp_path, capsys):

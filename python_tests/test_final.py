@@ -78,7 +78,7 @@ def test_resume_refuses_other_settings_and_damaged_checkpoints(data_dir, tmp_pat
     with pytest.raises(CheckpointError, match="another architecture"):
         FinalTrainer(tiny_arch(1), TINY, tmp_path, data_dir).resume()
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot resume: checkpoint .*checkpoint.pt is corrupt"):
         FinalTrainer(tiny_arch(), TINY, tmp_path, data_dir).resume()
 
 
@@ -93,3 +93,17 @@ def test_cli(data_dir, tmp_path, capsys):
     assert "out of range" in capsys.readouterr().err
     assert main(["train-final", "--out", str(tmp_path / "x"), *common]) == 2
     assert "exactly one of --arch" in capsys.readouterr().err
+
+
+def test_final_checkpoints_carry_a_checksum_and_a_damaged_one_is_refused(data_dir, tmp_path):
+    """Issue 30: final training saved its state without the checksum GHN training wrote; both now save
+    and resume through core.checkpoints (save_state, resume_state)."""
+    import torch
+    from ghn_ext.core.files import CHECKSUM_KEY, content_digest
+    FinalTrainer(tiny_arch(), TINY, tmp_path, data_dir).run(stop_after=1, progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state[CHECKSUM_KEY] == content_digest({k: v for k, v in state.items() if k != CHECKSUM_KEY})
+    state["step"] += 1  # contents that no longer match what was saved
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="cannot resume: checkpoint .* is damaged"):
+        FinalTrainer(tiny_arch(), TINY, tmp_path, data_dir).resume()

@@ -1,5 +1,5 @@
-"""Reading checkpoints: the one error a missing, damaged or foreign checkpoint becomes, and the guard a
-training loop resumes under (GHN files, training states, final and anytime training all use them)."""
+"""Checkpoints: the one error a missing, damaged or foreign checkpoint becomes, and how every training loop
+(GHN, final and anytime training) saves its state and resumes from it."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -8,7 +8,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 
-from ghn_ext.core.files import checksum_matches
+from ghn_ext.core.files import atomic_save, checksum_matches, with_checksum
 
 
 class CheckpointError(RuntimeError):
@@ -45,3 +45,20 @@ def load_checkpoint(path: str | Path, fmt: str, map_location="cpu", what: Option
         raise CheckpointError(f"checkpoint {path} is damaged: its contents do not match the checksum saved "
                               "with them")
     return ckpt
+
+
+def save_state(state: dict[str, Any], path: str | Path) -> None:
+    """A training state written atomically, with the checksum :func:`load_checkpoint` checks."""
+    atomic_save(with_checksum(state), path)
+
+
+def resume_state(path: str | Path, fmt: str, what: str) -> Optional[dict[str, Any]]:
+    """The training state a run saved at `path` (format tag `fmt`, a `what` checkpoint), or None when
+    there is none and the run starts fresh; any failure is one CheckpointError naming the file."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return load_checkpoint(path, fmt, what=what)
+    except CheckpointError as exc:  # it names the file and what is wrong with it
+        raise CheckpointError(f"cannot resume: {exc}") from exc

@@ -25,10 +25,9 @@ import torch.nn.functional as F
 from ghn_ext.core.checks import InputError, require_training_recipe
 from ghn_ext.core.data import Split, TensorLoader
 from ghn_ext.workflows.evaluate import IMAGE_BATCH, curve_area, exit_accuracies
-from ghn_ext.core.checkpoints import CheckpointError, load_checkpoint, resuming_from
+from ghn_ext.core.checkpoints import CheckpointError, resume_state, resuming_from, save_state
 from ghn_ext.models.ghn import GraphHyperNetwork
 from ghn_ext.core.graph import ArchGraph, Node
-from ghn_ext.core.files import atomic_save
 from ghn_ext.nets.anytime import AnytimeNetwork, exit_schedule
 from ghn_ext.nets.network import count_flops
 from ghn_ext.core.progress import progress_bar
@@ -133,12 +132,12 @@ def train_anytime(graph: ArchGraph, cfg: AnytimeTrainConfig, train: Split, test:
     run = {"hash": graph.stable_hash(), "config": asdict(cfg)}
 
     def save() -> None:
-        atomic_save({"format": CHECKPOINT_FORMAT, **run, "step": step, "loss": loss.item(),
-                     "net": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "loader": loader.state_dict()}, checkpoint)
+        save_state({"format": CHECKPOINT_FORMAT, **run, "step": step, "loss": loss.item(),
+                    "net": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "loader": loader.state_dict()}, checkpoint)
 
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint, CHECKPOINT_FORMAT)
+    state = resume_state(checkpoint, CHECKPOINT_FORMAT, "anytime-training") if checkpoint is not None else None
+    if state is not None:
         if {k: state.get(k) for k in run} != run:
             raise CheckpointError(f"{checkpoint} holds another run (architecture or settings differ); "
                                   "use another output folder or the same settings")

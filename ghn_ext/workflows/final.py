@@ -32,7 +32,7 @@ from ghn_ext.core.checks import InputError, require_training_recipe
 from ghn_ext.core.data import TensorLoader, cifar10_splits
 from ghn_ext.core.distributed import DistContext, all_sum, gather_lists, wrap_ddp
 from ghn_ext.workflows.evaluate import network_accuracy
-from ghn_ext.core.checkpoints import CheckpointError, resuming_from
+from ghn_ext.core.checkpoints import CheckpointError, resume_state, resuming_from, save_state
 from ghn_ext.core.graph import ArchGraph
 from ghn_ext.core.files import atomic_save, truncate_log, write_json_atomic
 from ghn_ext.nets.network import ArchNetwork, infer_shapes, run_network
@@ -182,15 +182,13 @@ class FinalTrainer:
     def save_checkpoint(self) -> None:
         state = self.state()
         if self.ctx.is_main:
-            atomic_save(state, self.checkpoint_path)
+            save_state(state, self.checkpoint_path)
 
     def resume(self) -> bool:
-        if not self.checkpoint_path.exists():
+        state = resume_state(self.checkpoint_path, STATE_FORMAT, "final-training")
+        if state is None:
             return False
         with resuming_from(self.checkpoint_path):
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-                raise CheckpointError("not a ghn_ext final-training checkpoint")
             if ArchGraph.from_dict(state["arch"]).stable_hash() != self.graph.stable_hash():
                 raise CheckpointError("it trains another architecture")
             if FinalConfig.from_dict(state["config"]) != self.cfg:

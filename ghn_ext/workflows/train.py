@@ -34,9 +34,9 @@ from ghn_ext.core.checks import InputError, MAX_SEED, require_int
 from ghn_ext.core.data import TensorLoader, cifar10_splits
 from ghn_ext.core.distributed import DistContext, all_sum, deal, gather_lists, wrap_ddp
 from ghn_ext.workflows.evaluate import score_architectures
-from ghn_ext.core.checkpoints import CheckpointError, resuming_from
+from ghn_ext.core.checkpoints import CheckpointError, resume_state, resuming_from, save_state
 from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
-from ghn_ext.core.files import atomic_save, checksum_matches, truncate_log, with_checksum
+from ghn_ext.core.files import truncate_log
 from ghn_ext.nets.network import run_network
 from ghn_ext.models.oneshot import OneShotConfig, OneShotModel
 from ghn_ext.core.progress import progress_bar
@@ -203,18 +203,14 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         if self.ctx.is_main:
-            atomic_save(with_checksum(self.state()), self.checkpoint_path)
+            save_state(self.state(), self.checkpoint_path)
 
     def resume(self) -> bool:
         """Continue from out_dir/checkpoint.pt when it exists; False when starting fresh."""
-        if not self.checkpoint_path.exists():
+        state = resume_state(self.checkpoint_path, TRAIN_STATE_FORMAT, "training")
+        if state is None:
             return False
         with resuming_from(self.checkpoint_path):
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
-                raise CheckpointError("not a ghn_ext training checkpoint")
-            if not checksum_matches(state):
-                raise CheckpointError("damaged: its contents do not match the checksum saved with them")
             saved = TrainConfig.from_dict(state["config"])
             if saved.space != self.cfg.space:
                 raise CheckpointError(f"it trains the {saved.space!r} space, not {self.cfg.space!r}")
