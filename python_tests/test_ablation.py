@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from ghn_ext.models.ghn import GHNConfig
 from ghn_ext.studies.ablation import Variant, study_variants, variant_config
 from ghn_ext.cli import main
 from ghn_ext.studies.groundtruth import Protocol, run_groundtruth
@@ -28,11 +29,10 @@ def test_study_variants():
 
 
 def test_variant_config_changes_only_the_ablated_choices():
-    base = TrainConfig(steps=10, lr=3e-4, ghn={"block_channels": 8})
+    base = TrainConfig(steps=10, lr=3e-4, ghn=GHNConfig(block_channels=8))
     cfg = variant_config(base, Variant(num_nodes=3, scheme="sync", T=2, share_params=False))
     assert cfg.num_nodes == 3 and cfg.steps == 10 and cfg.lr == 3e-4
-    assert cfg.ghn == {"block_channels": 8, "scheme": "sync", "T": 2, "share_params": False,
-                       "pass_embedding": True}
+    assert cfg.ghn == GHNConfig(block_channels=8, scheme="sync", T=2, share_params=False, pass_embedding=True)
     assert Variant(num_nodes=3, scheme="sync", T=2, share_params=False).name == "N3-sync-T2-SP0-PE1"
 
 

@@ -100,7 +100,7 @@ def test_train_anytime_runs_the_recipe():
 
 def test_ghn_trains_on_random_size_anytime_networks(tmp_path, data_dir):
     cfg = TrainConfig(space="anytime", steps=2, batch_size=8, channels=4, eval_archs=1, eval_images=20,
-                      checkpoint_every=1, data_dir=data_dir, ghn={"block_channels": 8, "T": 1})
+                      checkpoint_every=1, data_dir=data_dir, ghn=GHNConfig(space="anytime", block_channels=8, T=1))
     counts = {len(g) for s in range(5) for g in [cfg.sampler()(random.Random(s))]}
     assert len(counts) > 1  # random node counts while training
     full = cfg.sampler(evaluation=True)(random.Random(0))

@@ -502,7 +502,7 @@ def test_fuzz_numeric_flags_give_a_config_or_a_clear_refusal(which, value, capsy
         return
     try:
         if words == ("train",):
-            cli.train._train_config(args).ghn_config()
+            cli.train._train_config(args)
         elif words == ("search",):  # the skeleton's cells per stage, where not given, come from the GHN
             args.cells_per_stage = args.cells_per_stage or 5
             cli.search._search_config(args)

@@ -180,7 +180,8 @@ def test_search_resumes_from_another_number_of_ranks(tiny_ghn_file, data_dir, tm
 
 def ghn_train_config(data_dir, **kw) -> TrainConfig:
     base = dict(steps=3, batch_size=8, archs_per_step=1, num_nodes=3, num_blocks=1, channels=4,
-                checkpoint_every=1, eval_archs=2, eval_images=100, data_dir=data_dir, ghn=TINY_GHN)
+                checkpoint_every=1, eval_archs=2, eval_images=100, data_dir=data_dir,
+                ghn=GHNConfig(space="classification", **TINY_GHN))
     return TrainConfig(**{**base, **kw})
 
 

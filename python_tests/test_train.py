@@ -6,6 +6,7 @@ $GHN_DATA_DIR, else <root>/shared/data/cifar10 next to the repository; never dow
 """
 import copy
 import dataclasses
+from dataclasses import asdict
 import math
 import random
 import shutil
@@ -24,7 +25,8 @@ if str(REPO) not in sys.path:
 from ghn_ext.workflows import train as T  # noqa: E402
 from ghn_ext.core.data import normalize  # noqa: E402
 from ghn_ext.core.checkpoints import CheckpointError  # noqa: E402
-from ghn_ext.models.ghn import GraphHyperNetwork  # noqa: E402
+from ghn_ext.core.checks import InputError  # noqa: E402
+from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork  # noqa: E402
 from ghn_ext.nets.network import run_network  # noqa: E402
 from ghn_ext.workflows.train import NonFiniteLossError, TrainConfig, Trainer, read_log, step_architectures  # noqa: E402
 
@@ -32,10 +34,11 @@ TINY_GHN = {"block_channels": 4, "T": 1}
 
 
 def tiny(data_dir, **kw) -> TrainConfig:
+    """A tiny run; `ghn` gives GHNConfig fields besides the space, which follows the run's."""
     base = dict(space="classification", steps=6, batch_size=8, archs_per_step=2, num_nodes=3, num_blocks=1,
-                channels=4, checkpoint_every=3, eval_every=3, eval_archs=2, eval_images=100,
-                data_dir=data_dir, ghn=TINY_GHN)
-    return TrainConfig(**{**base, **kw})
+                channels=4, checkpoint_every=3, eval_every=3, eval_archs=2, eval_images=100, data_dir=data_dir)
+    cfg = {**base, **kw}
+    return TrainConfig(**{**cfg, "ghn": GHNConfig(space=cfg["space"], **cfg.get("ghn", TINY_GHN))})
 
 
 def same_tree(a, b) -> bool:
@@ -412,7 +415,23 @@ def test_training_config_refuses_learning_rates_outside_zero_to_ten(data_dir, lr
 
 def test_ghn_config_refuses_zero_block_channels(data_dir):
     with pytest.raises(ValueError, match=r"GHN block_channels must be an integer in \[1, 1024\], got 0"):
-        tiny(data_dir, ghn={"block_channels": 0}).ghn_config()
+        tiny(data_dir, ghn={"block_channels": 0})
+
+
+def test_ghn_settings_are_a_ghn_config_of_the_training_space(data_dir):
+    assert TrainConfig(space="nb201").ghn == GHNConfig(space="nb201")
+    with pytest.raises(InputError, match="must be a GHNConfig, not dict"):
+        TrainConfig(ghn={"T": 2})
+    with pytest.raises(InputError, match=r"configured for the 'classification' space but trains on 'nb201'.*"
+                                         r"GHNConfig\(space='nb201'"):
+        TrainConfig(space="nb201", ghn=GHNConfig(T=2))
+
+
+def test_configs_saved_before_ghn_config_was_nested_read_the_same(data_dir):
+    """Older runs saved only the GHN fields set by hand; their checkpoints resume and compare equal."""
+    cfg = tiny(data_dir)
+    old = {**asdict(cfg), "ghn": dict(TINY_GHN)}
+    assert TrainConfig.from_dict(old) == cfg == TrainConfig.from_dict(asdict(cfg))
 
 
 def test_nb201_space_trains(data_dir, tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 from ghn_ext.cli.common import run_training
 from ghn_ext.cli.types import learning_rate, nonnegative_int, positive_int, seed
 from ghn_ext.core.distributed import add_device_argument, distributed_run
+from ghn_ext.models.ghn import GHNConfig
 from ghn_ext.workflows.train import TrainConfig, Trainer
 from ghn_ext.core.checks import InputError
 
@@ -44,7 +45,7 @@ def _default_range(a: argparse.Namespace) -> tuple[float, float]:
 def cmd_train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(space="anytime", steps=a.steps, batch_size=a.batch_size, channels=a.channels, lr=a.lr,
                       seed=a.seed, eval_archs=a.eval_archs, eval_images=a.eval_images, data_dir=a.data_dir,
-                      ghn={"T": a.T, "block_channels": a.block_channels})
+                      ghn=GHNConfig(space="anytime", T=a.T, block_channels=a.block_channels))
     ctx, result = run_training(lambda ctx: Trainer(cfg, a.out, ctx), a)
     if ctx.is_main:
         print(f"trained {result['step']} steps on {ctx.world_size} process(es); GHN saved to {Path(a.out) / 'ghn.pt'}")

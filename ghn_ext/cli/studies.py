@@ -7,7 +7,7 @@ from typing import Optional
 
 from ghn_ext.cli.common import not_anytime, scoring_skeleton, space_args
 from ghn_ext.cli.types import shard_argument, int_list, learning_rate, nonnegative_int, positive_int, seed
-from ghn_ext.models.ghn import GraphHyperNetwork
+from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
 from ghn_ext.studies.ablation import STUDIES
 from ghn_ext.studies.groundtruth import Protocol, run_groundtruth
 from ghn_ext.workflows.train import TrainConfig
@@ -132,7 +132,7 @@ def _indices_text(indices: Optional[tuple[int, Optional[int]]]) -> str:
 def cmd_ablate(a: argparse.Namespace) -> int:
     from ghn_ext.studies.ablation import run_ablation
 
-    base = TrainConfig(batch_size=a.batch_size, lr=a.lr, seed=a.seed, ghn={"block_channels": a.block_channels})
+    base = TrainConfig(batch_size=a.batch_size, lr=a.lr, seed=a.seed, ghn=GHNConfig(block_channels=a.block_channels))
     report = run_ablation(a.groundtruth, a.out, a.steps, a.study or STUDIES, a.nodes, a.T, base, a.data_dir,
                           progress=not a.quiet)
     print(report, end="")

@@ -7,6 +7,7 @@ from pathlib import Path
 from ghn_ext.cli.common import run_training, space_args
 from ghn_ext.cli.types import fraction, learning_rate, nonnegative_int, positive_int
 from ghn_ext.core.distributed import add_device_argument
+from ghn_ext.models.ghn import GHNConfig
 from ghn_ext.spaces import classification
 from ghn_ext.workflows.train import TrainConfig, Trainer
 
@@ -17,8 +18,8 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
     for key, value in defaults.items():  # flags left unset take the space's defaults
         if getattr(a, key) is None:
             setattr(a, key, value)
-    ghn = {"T": a.T, "scheme": a.scheme, "share_params": not a.no_share, "pass_embedding": not a.no_pass,
-           "naive_hypernet": a.naive, "block_channels": a.block_channels}
+    ghn = GHNConfig(space=a.space, T=a.T, scheme=a.scheme, share_params=not a.no_share,
+                    pass_embedding=not a.no_pass, naive_hypernet=a.naive, block_channels=a.block_channels)
     return TrainConfig(space=a.space, steps=a.steps, batch_size=a.batch_size, archs_per_step=a.archs_per_step,
                        lr=a.lr, ema=a.ema, num_nodes=a.num_nodes, num_blocks=a.num_blocks, channels=a.channels,
                        cells_per_stage=a.cells_per_stage, seed=a.seed, eval_every=a.eval_every,

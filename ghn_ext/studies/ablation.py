@@ -53,8 +53,7 @@ def study_variants(study: str, nodes: Sequence[int], steps_T: Sequence[int]) -> 
 
 
 def variant_config(base: TrainConfig, v: Variant) -> TrainConfig:
-    ghn = {**base.ghn, "scheme": v.scheme, "T": v.T, "share_params": v.share_params,
-           "pass_embedding": v.pass_embedding}
+    ghn = replace(base.ghn, scheme=v.scheme, T=v.T, share_params=v.share_params, pass_embedding=v.pass_embedding)
     return replace(base, num_nodes=v.num_nodes, ghn=ghn)
 
 

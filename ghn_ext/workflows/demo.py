@@ -15,6 +15,7 @@ from ghn_ext.workflows.report import print_ranking
 from ghn_ext.nets.network import summary
 from ghn_ext.workflows.search import SearchConfig, arch_from_record, run_search
 from ghn_ext.spaces import classification, make_sampler
+from ghn_ext.models.ghn import GHNConfig
 from ghn_ext.workflows.train import TrainConfig, Trainer, read_log
 
 
@@ -70,7 +71,7 @@ def demo_train_config(space: str = "classification", budget: str = "full",
     b = BUDGETS[budget]
     return TrainConfig(space=space, steps=b.train_steps, num_nodes=7, data_dir=data_dir,
                        eval_every=b.train_steps // b.evaluations, eval_archs=4, eval_images=b.val_images,
-                       ghn={"block_channels": 16}, **SMALL[space])
+                       ghn=GHNConfig(space=space, block_channels=16), **SMALL[space])
 
 
 def run_demo(out_dir: str | Path, space: str = "classification", budget: str = "full",

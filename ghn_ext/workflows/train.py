@@ -84,7 +84,7 @@ class TrainConfig:
     eval_archs: int = 8
     eval_images: int = 500
     data_dir: Optional[str] = None
-    ghn: dict = field(default_factory=dict)  # GHNConfig fields other than the space
+    ghn: Optional[GHNConfig] = None  # the GHN's settings; None: GHNConfig's defaults for this space
     model: str = "ghn"              # or "oneshot": the weight-sharing baseline of the same networks
 
     def __post_init__(self):
@@ -100,13 +100,17 @@ class TrainConfig:
         require_int("training", "seed", self.seed, 0, MAX_SEED)
         if not (math.isfinite(self.lr) and 0.0 < self.lr <= 10.0):
             raise InputError(f"training lr must be in (0, 10], got {self.lr}")
-
-    def ghn_config(self) -> GHNConfig:
-        return GHNConfig(space=self.space, **self.ghn)
+        if self.ghn is None:
+            object.__setattr__(self, "ghn", GHNConfig(space=self.space))
+        elif not isinstance(self.ghn, GHNConfig):
+            raise InputError(f"training ghn must be a GHNConfig, not {type(self.ghn).__name__}")
+        elif self.ghn.space != self.space:
+            raise InputError(f"the GHN is configured for the {self.ghn.space!r} space but trains on {self.space!r}; "
+                             f"build it with GHNConfig(space={self.space!r}, ...)")
 
     def build_model(self) -> GraphHyperNetwork | OneShotModel:
         if self.model == "ghn":
-            return GraphHyperNetwork(self.ghn_config())
+            return GraphHyperNetwork(self.ghn)
         if self.model == "oneshot":
             return OneShotModel(OneShotConfig(self.space, self.num_nodes, self.num_blocks,
                                               self.channels or OneShotConfig.channels, self.cells_per_stage))
@@ -120,7 +124,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        """The config `asdict` saved. Checkpoints before GHNConfig was nested there saved only the GHN
+        fields set by hand; the rest took GHNConfig's defaults, as they do here."""
+        kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        space = kw.get("space", cls.space)
+        ghn = {k: v for k, v in (kw.pop("ghn", None) or {}).items() if k != "space"}
+        return cls(**kw, ghn=GHNConfig(space=space, **ghn))
 
 
 def step_architectures(cfg: TrainConfig, step: int, sampler=None, rank: int = 0, world: int = 1):
