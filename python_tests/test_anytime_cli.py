@@ -79,6 +79,7 @@ def test_search_resumes_and_reranks_by_another_range(tmp_path, data_dir, monkeyp
     (["anytime", "train-final", "--ranking", "missing.json", "--out", "x"], "ranking file missing.json does not exist"),
     (["anytime", "search", "--ckpt", "missing.pt", "--out", "x"], "checkpoint missing.pt does not exist"),
     (["search", "--space", "anytime", "--ckpt", "x.pt", "--out", "x"], "use `ghn anytime search`"),
+    (["train", "--space", "anytime", "--out", "x"], "use `ghn anytime train`"),
     (["train-final", "--space", "anytime", "--arch", "a.txt", "--out", "x"], "use `ghn anytime train-final`"),
     (["groundtruth", "--space", "anytime", "--out", "x.json"], "does not handle anytime networks"),
 ])
@@ -87,6 +88,16 @@ def test_errors_are_one_line(argv, match, capsys, tmp_path, monkeypatch):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"ghn {argv[0]}: error: ") and match in err and err.count("\n") == 1
+
+
+def test_anytime_training_takes_every_training_option_and_no_shape_the_space_fixes(capsys):
+    """Issue 30: one entry point for anytime training, with `ghn train`'s training options."""
+    with pytest.raises(SystemExit):
+        cli.main(["anytime", "train", "--help"])
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in ("--archs-per-step", "--ema", "--checkpoint-every", "--snapshot-every",
+                                        "--scheme", "--channels", "--restart"))
+    assert not any(flag in out for flag in ("--space", "--num-nodes", "--num-blocks", "--cells-per-stage"))
 
 
 def test_show_draws_an_anytime_network(capsys):

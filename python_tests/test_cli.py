@@ -123,6 +123,16 @@ def test_module_entry_point_help():
     assert all(verb in res.stdout for verb in VERBS)
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["trian", "--out", "x"], []])
+def test_the_verbs_list_and_version_answer_without_importing_torch(argv):
+    """Issue 31: `ghn --help` took 2-5 s importing torch; only a verb's own options need it."""
+    code = ("import sys\nfrom ghn_ext.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch imported:', 'torch' in sys.modules, file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.stderr.strip().endswith("torch imported: False"), res.stderr
+
+
 # ------------------------------------------------------------------ train
 
 def test_train_writes_a_ghn_and_a_second_call_resumes(cls_run, data_dir, tmp_path, capsys):
@@ -640,7 +650,7 @@ def test_a_bug_keeps_its_traceback_and_a_bad_input_is_one_line(monkeypatch, caps
         return cmd
 
     args = cli.build_parser().parse_args(["show"])
-    monkeypatch.setattr(cli, "build_parser", lambda: type("P", (), {"parse_args": lambda self, argv: args})())
+    monkeypatch.setattr(cli, "build_parser", lambda only=None: type("P", (), {"parse_args": lambda self, argv: args})())
     args.func = fails_with(InputError("--x must be 3"))
     assert cli.main([]) == 2 and one_error_line(capsys, "show") == "ghn show: error: --x must be 3\n"
     args.func = fails_with(ValueError("not enough values to unpack"))

@@ -4,23 +4,48 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import sys
 from typing import Optional, Sequence
 
 from ghn_ext import __version__
-from ghn_ext.cli import anytime as anytime_cli
-from ghn_ext.cli import data, demo, final, info, search, studies, train
-from ghn_ext.core.checkpoints import CheckpointError
-from ghn_ext.core.checks import InputError
-from ghn_ext.core.data import DatasetError
-from ghn_ext.core.distributed import launched_as_main
-from ghn_ext.core.files import InUseError, run_file, run_folder
-from ghn_ext.core.graph import GraphError
-from ghn_ext.workflows.train import NonFiniteLossError
 
-# Everything a user can get wrong ends as one clear line; anything else (a bug) keeps its traceback.
-USER_ERRORS = (GraphError, CheckpointError, DatasetError, NonFiniteLossError, InputError, FileNotFoundError,
-               InUseError)
+# verb -> (module of ghn_ext.cli that adds its options and runs it, one line of help). Only the module of
+# the verb being run is imported: `ghn --help` and a mistyped verb answer at once, without torch.
+VERBS: dict[str, tuple[str, str]] = {
+    "train": ("train", "train a GHN on random architectures (resumes from OUT)"),
+    "score": ("search", "predicted accuracy of architectures listed in a file"),
+    "search": ("search", "rank random architectures with a trained GHN"),
+    "show": ("search", "print an architecture's summary and render it"),
+    "groundtruth": ("studies", "train random architectures with SGD: the correlation benchmark's ground truth "
+                    "(resumes, grows with --num-archs)"),
+    "correlate": ("studies", "rank correlation of predictors (GHN, one-shot, SGD-k) with the ground truth: "
+                  "markdown table and scatter plot (resumes)"),
+    "ablate": ("studies", "the paper's ablations on the ground truth: nodes per training cell, sync vs "
+               "forward-backward over T, stacked-GHN variants (resumes)"),
+    "compare-top": ("studies", "train a search's top k under the ground-truth protocol and compare them with k "
+                    "random ground-truth architectures (paper Fig. 4; resumes)"),
+    "train-final": ("final", "train a chosen architecture to the end (paper appendix 7.3: cosine SGD, cutout, "
+                    "drop-path, auxiliary head; resumes)"),
+    "anytime": ("anytime", "anytime prediction (paper Sec. 5.2): train the GHN, search by the area under the "
+                "accuracy-FLOPs curve, train the winner against an MSDNet-style baseline"),
+    "demo": ("demo", "train a small GHN, search, and write a report (about 10 minutes)"),
+    "data": ("data", "the CIFAR-10 data the commands read"),
+    "info": ("info", "the version, torch, and which compiled kernels (CPU, CUDA) run or whether the pure-PyTorch "
+             "fallback does"),
+}
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Everything a user can get wrong: it ends as one clear line; anything else (a bug) keeps its traceback."""
+    from ghn_ext.core.checkpoints import CheckpointError
+    from ghn_ext.core.checks import InputError
+    from ghn_ext.core.data import DatasetError
+    from ghn_ext.core.files import InUseError
+    from ghn_ext.core.graph import GraphError
+    from ghn_ext.workflows.train import NonFiniteLossError
+    return (GraphError, CheckpointError, DatasetError, NonFiniteLossError, InputError, FileNotFoundError,
+            InUseError)
 
 
 class _ShowDefaults(argparse.HelpFormatter):
@@ -43,12 +68,15 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The whole parser, or with `only` one verb's options alone (the other verbs listed, empty)."""
     parser = _Parser(prog="ghn", description="Graph HyperNetworks for architecture search")
     parser.add_argument("--version", action="version", version=f"ghn_ext {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (train, search, studies, final, anytime_cli, demo, data, info):
-        group.add_parsers(sub)
+    for verb, (module, help_text) in VERBS.items():
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        if only is None or verb == only:
+            importlib.import_module(f"ghn_ext.cli.{module}").add_arguments(verb, p)
     return parser
 
 
@@ -70,6 +98,8 @@ def _out_of_memory(exc: BaseException) -> bool:
 def _output_held(a: argparse.Namespace) -> contextlib.AbstractContextManager:
     """The command's output (its --out folder or --output file, as its parser's `holds` says) held for
     this run alone; under torchrun rank 0 holds it for all ranks."""
+    from ghn_ext.core.distributed import launched_as_main
+    from ghn_ext.core.files import run_file, run_folder
     holds = getattr(a, "holds", None)
     if not launched_as_main() or holds is None or getattr(a, holds) is None:
         return contextlib.nullcontext()
@@ -77,11 +107,13 @@ def _output_held(a: argparse.Namespace) -> contextlib.AbstractContextManager:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verb = next((word for word in argv if not word.startswith("-")), "")  # none: only the verbs' list
+    args = build_parser(only=verb).parse_args(argv)
     try:
         with _output_held(args):
             return args.func(args)
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         print(f"ghn {args.command}: error: {_first_line(exc)}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError, ValueError) as exc:

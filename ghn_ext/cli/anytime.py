@@ -16,11 +16,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ghn_ext.cli.common import run_training
+from ghn_ext.cli import train as train_cli
 from ghn_ext.cli.types import learning_rate, nonnegative_int, positive_int, seed
 from ghn_ext.core.distributed import add_device_argument, distributed_run
-from ghn_ext.models.ghn import GHNConfig
-from ghn_ext.workflows.train import TrainConfig, Trainer
+from ghn_ext.workflows.train import TrainConfig
 from ghn_ext.core.checks import InputError
 
 
@@ -40,16 +39,6 @@ def _baseline(a: argparse.Namespace):
 def _default_range(a: argparse.Namespace) -> tuple[float, float]:
     from ghn_ext.nets.network import count_flops
     return a.flops_range or (0.0, float(count_flops(_baseline(a))))
-
-
-def cmd_train(a: argparse.Namespace) -> int:
-    cfg = TrainConfig(space="anytime", steps=a.steps, batch_size=a.batch_size, channels=a.channels, lr=a.lr,
-                      seed=a.seed, eval_archs=a.eval_archs, eval_images=a.eval_images, data_dir=a.data_dir,
-                      ghn=GHNConfig(space="anytime", T=a.T, block_channels=a.block_channels))
-    ctx, result = run_training(lambda ctx: Trainer(cfg, a.out, ctx), a)
-    if ctx.is_main:
-        print(f"trained {result['step']} steps on {ctx.world_size} process(es); GHN saved to {Path(a.out) / 'ghn.pt'}")
-    return 0
 
 
 def cmd_search(a: argparse.Namespace) -> int:
@@ -133,10 +122,8 @@ def cmd_train_final(a: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    """The `anytime` verb and its three sub-verbs."""
-    p = sub.add_parser("anytime", help="anytime prediction (paper Sec. 5.2): train the GHN, search by the area "
-                       "under the accuracy-FLOPs curve, train the winner against an MSDNet-style baseline")
+def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
+    """`ghn anytime`'s three sub-verbs; its training is `ghn train`'s on the anytime space."""
     verbs = p.add_subparsers(dest="anytime_command", required=True, metavar="{train,search,train-final}")
 
     def common(q, channels_help):
@@ -153,17 +140,9 @@ def add_parsers(sub) -> None:
 
     q = verbs.add_parser("train", help="train a GHN on random anytime networks (random node counts per block)")
     common(q, "base width of the training networks")
-    q.add_argument("--out", required=True, help="run folder (resumes)")
-    q.add_argument("--steps", type=positive_int, default=1000)
-    q.add_argument("--batch-size", type=positive_int, default=64)
-    q.add_argument("--lr", type=learning_rate, default=1e-3)
-    q.add_argument("--T", type=positive_int, default=5)
-    q.add_argument("--block-channels", type=positive_int, default=32)
-    q.add_argument("--eval-archs", type=positive_int, default=8)
-    q.add_argument("--eval-images", type=positive_int, default=500)
-    q.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
-    add_device_argument(q)
-    q.set_defaults(func=cmd_train, holds="out")
+    train_cli.training_args(q)
+    q.set_defaults(space="anytime", model="ghn", num_nodes=TrainConfig.num_nodes, num_blocks=TrainConfig.num_blocks,
+                   cells_per_stage=None)
 
     q = verbs.add_parser("search", help="rank random anytime networks by their predicted area")
     common(q, "base width of the candidates and of the baseline that sets the default range")

@@ -13,8 +13,7 @@ def cmd_download(a: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser("data", help="the CIFAR-10 data the commands read")
+def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
     verbs = p.add_subparsers(dest="data_command", required=True, metavar="{download}")
     q = verbs.add_parser("download", help="fetch CIFAR-10 (about 170 MB) with torchvision's downloader, unless "
                          "it is already there; the commands look in $GHN_DATA_DIR, else ~/.cache/ghn_ext/cifar10")

@@ -14,8 +14,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser("demo", help="train a small GHN, search, and write a report (about 10 minutes)")
+def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", choices=SPACES, default="classification")
     p.add_argument("--budget", choices=("full", "ci"), default="full",
                    help="full: the ~10 minute demo; ci: a one-minute smoke run")

@@ -48,9 +48,7 @@ def cmd_train_final(a: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser("train-final", help="train a chosen architecture to the end (paper appendix 7.3: "
-                       "cosine SGD, cutout, drop-path, auxiliary head; resumes)")
+def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
     space_args(p, classification.EVAL_NODES)
     p.add_argument("--arch", help="file of architectures, one per line (see `ghn score`)")
     p.add_argument("--ranking", help="ranking.json of `ghn search`")

@@ -10,7 +10,5 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser("info", help="the version, torch, and which compiled kernels (CPU, CUDA) run or whether "
-                       "the pure-PyTorch fallback does")
+def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_info)

@@ -142,49 +142,51 @@ def cmd_show(a: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    for name, helptext in (("score", "predicted accuracy of architectures listed in a file"),
-                           ("search", "rank random architectures with a trained GHN")):
-        p = sub.add_parser(name, help=helptext)
-        space_args(p, classification.EVAL_NODES)
-        p.add_argument("--ckpt", default=None,
-                       help="GHN file (ghn.pt from `ghn train`) or the name of a shipped one (nb201); "
-                       "default: the space's shipped GHN")
-        p.add_argument("--val-images", type=positive_int, default=5000)
-        p.add_argument("--archs-per-batch", type=positive_int, default=4, help="architectures whose weights are "
-                       "generated together")
-        # nb201 cells are scored in the skeleton their GHN was trained in unless these are given
-        p.set_defaults(cells_per_stage=None)
-        p.add_argument("--signal", choices=("accuracy", "loss"), default=None,
-                       help="score by validation accuracy or by (negated) validation loss with generated "
-                       "weights (default: loss for nb201, accuracy otherwise)")
-        if name == "score":
-            p.add_argument("--archs", required=True, help="file: one architecture per line")
-            p.add_argument("--output", help="JSON-lines file for the scores")
-            p.set_defaults(func=cmd_score, holds="output")
-        else:
-            p.add_argument("--out", required=True, help="search folder (resumes)")
-            p.add_argument("--num-archs", type=positive_int, default=1000)
-            p.add_argument("--min-images", type=nonnegative_int, default=500,
-                           help="adaptive evaluation: every candidate is scored on this many images, the best "
-                           "1/eta on eta times as many, ... the last round on all --val-images (0: every "
-                           "candidate on all of them)")
-            p.add_argument("--eta", type=positive_int, default=3, help="adaptive evaluation: keep the best 1/eta each round")
-            p.add_argument("--min-final", type=positive_int, default=30,
-                           help="adaptive evaluation: at least this many candidates reach all --val-images")
-            p.add_argument("--show-top", type=positive_int, default=10)
-            p.add_argument("--top-best", type=nonnegative_int, default=0, help="train this many of the best with SGD")
-            p.add_argument("--top-best-steps", type=positive_int, default=200)
-            p.add_argument("--combine", choices=("synflow",), default=None,
-                           help="rank by the mean of the GHN's and the synflow proxy's ranks (on the "
-                           "NAS-Bench-201 dev set it ranks better than either alone: bench/RESULTS.md)")
-            p.add_argument("--finetune-steps", type=nonnegative_int, default=0,
-                           help="GHN+SGD-k: train each architecture's generated weights k SGD steps before "
-                           "scoring it (0: generated weights as they are, the paper's score)")
-            add_device_argument(p)
-            p.set_defaults(func=cmd_search, holds="out")
+def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
+    """The options of `ghn score`, `ghn search` or `ghn show`."""
+    if verb == "show":
+        _show_arguments(p)
+        return
+    space_args(p, classification.EVAL_NODES)
+    p.add_argument("--ckpt", default=None,
+                   help="GHN file (ghn.pt from `ghn train`) or the name of a shipped one (nb201); "
+                   "default: the space's shipped GHN")
+    p.add_argument("--val-images", type=positive_int, default=5000)
+    p.add_argument("--archs-per-batch", type=positive_int, default=4, help="architectures whose weights are "
+                   "generated together")
+    # nb201 cells are scored in the skeleton their GHN was trained in unless these are given
+    p.set_defaults(cells_per_stage=None)
+    p.add_argument("--signal", choices=("accuracy", "loss"), default=None,
+                   help="score by validation accuracy or by (negated) validation loss with generated "
+                   "weights (default: loss for nb201, accuracy otherwise)")
+    if verb == "score":
+        p.add_argument("--archs", required=True, help="file: one architecture per line")
+        p.add_argument("--output", help="JSON-lines file for the scores")
+        p.set_defaults(func=cmd_score, holds="output")
+    else:
+        p.add_argument("--out", required=True, help="search folder (resumes)")
+        p.add_argument("--num-archs", type=positive_int, default=1000)
+        p.add_argument("--min-images", type=nonnegative_int, default=500,
+                       help="adaptive evaluation: every candidate is scored on this many images, the best "
+                       "1/eta on eta times as many, ... the last round on all --val-images (0: every "
+                       "candidate on all of them)")
+        p.add_argument("--eta", type=positive_int, default=3, help="adaptive evaluation: keep the best 1/eta each round")
+        p.add_argument("--min-final", type=positive_int, default=30,
+                       help="adaptive evaluation: at least this many candidates reach all --val-images")
+        p.add_argument("--show-top", type=positive_int, default=10)
+        p.add_argument("--top-best", type=nonnegative_int, default=0, help="train this many of the best with SGD")
+        p.add_argument("--top-best-steps", type=positive_int, default=200)
+        p.add_argument("--combine", choices=("synflow",), default=None,
+                       help="rank by the mean of the GHN's and the synflow proxy's ranks (on the "
+                       "NAS-Bench-201 dev set it ranks better than either alone: bench/RESULTS.md)")
+        p.add_argument("--finetune-steps", type=nonnegative_int, default=0,
+                       help="GHN+SGD-k: train each architecture's generated weights k SGD steps before "
+                       "scoring it (0: generated weights as they are, the paper's score)")
+        add_device_argument(p)
+        p.set_defaults(func=cmd_search, holds="out")
 
-    p = sub.add_parser("show", help="print an architecture's summary and render it")
+
+def _show_arguments(p: argparse.ArgumentParser) -> None:
     space_args(p, classification.EVAL_NODES)
     p.add_argument("--arch", help="an architecture (NAS-Bench-201 string, JSON cell or graph) or a file of them "
                                   "(the first is shown)")

@@ -166,9 +166,12 @@ def _range_text(start: int, stop: Optional[int]) -> str:
     return f"{start}:{'' if stop is None else stop}"
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser("groundtruth", help="train random architectures with SGD: the correlation benchmark's "
-                       "ground truth (resumes, grows with --num-archs)")
+def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
+    {"groundtruth": _groundtruth_arguments, "correlate": _correlate_arguments, "ablate": _ablate_arguments,
+     "compare-top": _compare_top_arguments}[verb](p)
+
+
+def _groundtruth_arguments(p: argparse.ArgumentParser) -> None:
     space_args(p, Protocol.num_nodes, num_blocks=Protocol.num_blocks)
     p.add_argument("--out", required=True, help="results JSON file (e.g. bench/studies/classification_correlation/groundtruth/classification.json)")
     p.add_argument("--num-archs", type=positive_int, default=50)
@@ -185,8 +188,8 @@ def add_parsers(sub) -> None:
                    "grow the same --out file at once")
     p.set_defaults(func=cmd_groundtruth, cells_per_stage=Protocol.cells_per_stage)
 
-    p = sub.add_parser("correlate", help="rank correlation of predictors (GHN, one-shot, SGD-k) with the "
-                       "ground truth: markdown table and scatter plot (resumes)")
+
+def _correlate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", choices=("classification", "nb201"), default="classification",
                    help="nb201: --groundtruth is a CSV table of published NAS-Bench-201 accuracies "
                    "(e.g. dev_1000.csv); the baselines (parameter count, FLOPs, synflow, NASWOT, the "
@@ -233,8 +236,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_correlate)
 
-    p = sub.add_parser("ablate", help="the paper's ablations on the ground truth: nodes per training cell, "
-                       "sync vs forward-backward over T, stacked-GHN variants (resumes)")
+
+def _ablate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--groundtruth", required=True, help="results file of `ghn groundtruth`")
     p.add_argument("--out", required=True, help="folder: one run per variant, predictions.json, ablation.md, PNGs")
     p.add_argument("--study", action="append", choices=STUDIES, default=None,
@@ -250,8 +253,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_ablate, holds="out")
 
-    p = sub.add_parser("compare-top", help="train a search's top k under the ground-truth protocol and compare "
-                       "them with k random ground-truth architectures (paper Fig. 4; resumes)")
+
+def _compare_top_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--groundtruth", required=True, help="results file of `ghn groundtruth` (protocol, random k)")
     p.add_argument("--ranking", required=True, help="ranking.json of `ghn search` at the protocol's shape")
     p.add_argument("--k", type=positive_int, default=10)
@@ -259,5 +262,3 @@ def add_parsers(sub) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare_top, holds="out")
-
-

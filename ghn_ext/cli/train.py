@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ghn_ext.cli.common import run_training, space_args
+from ghn_ext.cli.common import not_anytime, run_training, space_args
 from ghn_ext.cli.types import fraction, learning_rate, nonnegative_int, positive_int
 from ghn_ext.core.distributed import add_device_argument
 from ghn_ext.models.ghn import GHNConfig
@@ -29,6 +29,8 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    if a.command == "train":  # `ghn anytime train` runs this too, with the anytime space set
+        not_anytime(a, "train")
     cfg = _train_config(a)
     ctx, result = run_training(lambda ctx: Trainer(cfg, a.out, ctx), a)
     if ctx.is_main:
@@ -37,13 +39,18 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser("train", help="train a GHN on random architectures (resumes from OUT)")
+def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
+    """`ghn train`: the space and network options, then the training ones."""
     space_args(p, classification.TRAIN_NODES)
     p.set_defaults(cells_per_stage=None)  # per space: ghn_ext.workflows.train.SPACE_TRAIN_DEFAULTS
-    p.add_argument("--out", required=True, help="run folder: checkpoint, log, ghn.pt (oneshot.pt)")
     p.add_argument("--model", choices=("ghn", "oneshot"), default="ghn",
                    help="oneshot: the weight-sharing baseline, trained the same way (use --num-nodes 17)")
+    training_args(p)
+
+
+def training_args(p: argparse.ArgumentParser) -> None:
+    """The options of a GHN training run, `ghn train`'s and `ghn anytime train`'s."""
+    p.add_argument("--out", required=True, help="run folder: checkpoint, log, ghn.pt (oneshot.pt)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="training steps (default 1000; nb201: 20000, with 1 cell per stage and 16 channels)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per training step")
@@ -72,5 +79,3 @@ def add_parsers(sub) -> None:
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in OUT")
     add_device_argument(p)
     p.set_defaults(func=cmd_train, holds="out")
-
-

@@ -7,7 +7,6 @@ import math
 from typing import Callable
 
 from ghn_ext.core.checks import MAX_SEED
-from ghn_ext.studies.groundtruth import parse_shard
 
 
 def _integer(text: str) -> int:
@@ -71,8 +70,11 @@ def learning_rate(text: str) -> float:
 
 
 def shard_argument(text: str) -> tuple[int, int]:
-    """argparse type of --shard r/n."""
+    """argparse type of --shard r/n -> (r, n): the architectures i with i % n == r."""
     try:
-        return parse_shard(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        rank, world = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shard {text!r}: expected r/n, e.g. 0/2") from None
+    if not 0 <= rank < world:
+        raise argparse.ArgumentTypeError(f"shard {text!r}: need 0 <= r < n in r/n")
+    return rank, world

@@ -13,14 +13,13 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 from ghn_ext.core.checks import InputError
 
 MEASURES = ("spearman", "kendall", "pearson", "spearman_top", "kendall_top", "pearson_top", "top10_recall")
 
 
 def _corr(name: str, p: np.ndarray, t: np.ndarray) -> float:
-    from scipy import stats
+    from scipy import stats  # here, not at the top: it takes most of a second to import
 
     if len(p) < 3 or np.ptp(p) == 0 or np.ptp(t) == 0:  # undefined for constant scores
         return math.nan
@@ -43,6 +42,8 @@ def top_recall(predicted: np.ndarray, true: np.ndarray, fraction: float = 0.1) -
 def rank_mean(*scores: Sequence[float]) -> np.ndarray:
     """The mean of each predictor's ranks scaled to [0, 1]: a combination that no predictor's scale
     dominates (ties share their mean rank)."""
+    from scipy.stats import rankdata
+
     return np.mean([(rankdata(s) - 1) / max(1, len(s) - 1) for s in scores], axis=0)
 
 

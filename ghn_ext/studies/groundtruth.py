@@ -118,17 +118,6 @@ def groundtruth_set(path: str | Path) -> tuple[Protocol, list[ArchGraph], list[d
     return protocol, archs, records
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """ "r/n" -> (r, n): the architectures i with i % n == r."""
-    try:
-        rank, world = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise InputError(f"shard {text!r}: expected r/n, e.g. 0/2") from None
-    if not 0 <= rank < world:
-        raise InputError(f"shard {text!r}: need 0 <= r < n in r/n")
-    return rank, world
-
-
 def _finished(path: Path, protocol: Protocol) -> dict[str, dict[str, Any]]:
     """The records `path` holds, by hash ({} when it does not exist yet); refuses another protocol."""
     if not path.exists():
@@ -177,4 +166,4 @@ def _fill_groundtruth(protocol: Protocol, path: Path, num_archs: int, data_dir: 
 
 
 __all__ = ["Protocol", "train_runs", "train_under_protocol", "record_accuracy", "groundtruth_architectures",
-           "load_groundtruth", "groundtruth_set", "parse_shard", "run_groundtruth"]
+           "load_groundtruth", "groundtruth_set", "run_groundtruth"]
