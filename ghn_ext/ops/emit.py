@@ -21,7 +21,7 @@ the op (compiled ``torch.ops.ghn_ext.emit_edge_weights``, CPU and CUDA kernels).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -185,80 +185,48 @@ def emit_edge_weights(blocks: Tensor, piece_ptr: Sequence[int], piece_block: Seq
     return emit_edges_reference(blocks, piece_ptr, piece_block, piece_channels, shapes, anchors, scales)
 
 
-if HAS_EXTENSION:
+def _register_emission(name: str, check_args: Callable[..., None]) -> None:
+    """Fake kernels and autograd of the emission op `name`, (blocks, *lists) -> the flat buffer, and of its
+    backward `_name_backward`, (grad, *lists, block_shape) -> the blocks' gradient. The two are linear and
+    each other's transpose, so each one's gradient is the other (double backward included). In both modes
+    the target shapes are the third list from the end."""
+    forward = getattr(torch.ops.ghn_ext, name).default
+    backward = getattr(torch.ops.ghn_ext, f"_{name}_backward").default
 
-    @torch.library.register_fake("ghn_ext::emit_weights")
-    def _emit_weights_fake(blocks, node_index, shapes, anchors, scales):
-        check_emit_args(blocks, node_index, shapes, anchors, scales)
-        return blocks.new_empty((sum(numel_of(shapes)),))
+    @torch.library.register_fake(f"ghn_ext::{name}")
+    def _forward_fake(blocks, *lists):
+        check_args(blocks, *lists)
+        return blocks.new_empty((sum(numel_of(lists[-3])),))
 
-    @torch.library.register_fake("ghn_ext::_emit_weights_backward")
-    def _emit_weights_backward_fake(grad, node_index, shapes, anchors, scales, block_shape):
-        torch._check(grad.dim() == 1 and grad.shape[0] == sum(numel_of(shapes)),
-                     lambda: f"grad must have shape ({sum(numel_of(shapes))},) (the emitted buffer), "
-                             f"got {tuple(grad.shape)}")
+    @torch.library.register_fake(f"ghn_ext::_{name}_backward")
+    def _backward_fake(grad, *lists_and_block_shape):
+        *lists, block_shape = lists_and_block_shape
+        emitted = sum(numel_of(lists[-3]))
+        torch._check(grad.dim() == 1 and grad.shape[0] == emitted,
+                     lambda: f"grad must have shape ({emitted},) (the emitted buffer), got {tuple(grad.shape)}")
         return grad.new_empty(tuple(block_shape))
 
-    def _emit_setup_context(ctx, inputs, output):
-        blocks, node_index, shapes, anchors, scales = inputs
-        ctx.lists = (node_index, shapes, anchors, scales)
-        ctx.block_shape = tuple(blocks.shape)
-
-    def _emit_backward(ctx, grad):
-        grad_blocks = None
-        if ctx.needs_input_grad[0]:
-            grad_blocks = torch.ops.ghn_ext._emit_weights_backward.default(grad, *ctx.lists, ctx.block_shape)
-        return grad_blocks, None, None, None, None
-
-    torch.library.register_autograd("ghn_ext::emit_weights", _emit_backward, setup_context=_emit_setup_context)
-
-    # The backward is linear in grad; its own gradient is the forward emission again (double backward).
-    def _emit_backward_setup_context(ctx, inputs, output):
-        ctx.lists = tuple(inputs[1:5])
-
-    def _emit_backward_backward(ctx, grad_grad_blocks):
-        grad_grad = None
-        if ctx.needs_input_grad[0]:
-            grad_grad = torch.ops.ghn_ext.emit_weights.default(grad_grad_blocks, *ctx.lists)
-        return grad_grad, None, None, None, None, None
-
-    torch.library.register_autograd("ghn_ext::_emit_weights_backward", _emit_backward_backward,
-                                    setup_context=_emit_backward_setup_context)
-
-    # edge mode: the same pattern, the piece lists travelling with the target lists
-    @torch.library.register_fake("ghn_ext::emit_edge_weights")
-    def _emit_edge_weights_fake(blocks, piece_ptr, piece_block, piece_channels, shapes, anchors, scales):
-        check_emit_edges_args(blocks, piece_ptr, piece_block, piece_channels, shapes, anchors, scales)
-        return blocks.new_empty((sum(numel_of(shapes)),))
-
-    @torch.library.register_fake("ghn_ext::_emit_edge_weights_backward")
-    def _emit_edge_weights_backward_fake(grad, piece_ptr, piece_block, piece_channels, shapes, anchors, scales,
-                                         block_shape):
-        torch._check(grad.dim() == 1 and grad.shape[0] == sum(numel_of(shapes)),
-                     lambda: f"grad must have shape ({sum(numel_of(shapes))},) (the emitted buffer), "
-                             f"got {tuple(grad.shape)}")
-        return grad.new_empty(tuple(block_shape))
-
-    def _edge_setup_context(ctx, inputs, output):
-        ctx.lists = tuple(inputs[1:7])
+    def _forward_setup_context(ctx, inputs, output):
+        ctx.lists = tuple(inputs[1:])
         ctx.block_shape = tuple(inputs[0].shape)
 
-    def _edge_backward(ctx, grad):
-        grad_blocks = None
-        if ctx.needs_input_grad[0]:
-            grad_blocks = torch.ops.ghn_ext._emit_edge_weights_backward.default(grad, *ctx.lists, ctx.block_shape)
-        return (grad_blocks,) + (None,) * 6
+    def _forward_grad(ctx, grad):
+        grad_blocks = backward(grad, *ctx.lists, ctx.block_shape) if ctx.needs_input_grad[0] else None
+        return (grad_blocks,) + (None,) * len(ctx.lists)
 
-    torch.library.register_autograd("ghn_ext::emit_edge_weights", _edge_backward, setup_context=_edge_setup_context)
+    torch.library.register_autograd(f"ghn_ext::{name}", _forward_grad, setup_context=_forward_setup_context)
 
-    def _edge_backward_setup_context(ctx, inputs, output):
-        ctx.lists = tuple(inputs[1:7])
+    def _backward_setup_context(ctx, inputs, output):
+        ctx.lists = tuple(inputs[1:-1])
 
-    def _edge_backward_backward(ctx, grad_grad_blocks):
-        grad_grad = None
-        if ctx.needs_input_grad[0]:
-            grad_grad = torch.ops.ghn_ext.emit_edge_weights.default(grad_grad_blocks, *ctx.lists)
-        return (grad_grad,) + (None,) * 7
+    def _backward_grad(ctx, grad_grad_blocks):
+        grad_grad = forward(grad_grad_blocks, *ctx.lists) if ctx.needs_input_grad[0] else None
+        return (grad_grad,) + (None,) * (len(ctx.lists) + 1)
 
-    torch.library.register_autograd("ghn_ext::_emit_edge_weights_backward", _edge_backward_backward,
-                                    setup_context=_edge_backward_setup_context)
+    torch.library.register_autograd(f"ghn_ext::_{name}_backward", _backward_grad,
+                                    setup_context=_backward_setup_context)
+
+
+if HAS_EXTENSION:
+    _register_emission("emit_weights", check_emit_args)
+    _register_emission("emit_edge_weights", check_emit_edges_args)
