@@ -95,17 +95,22 @@ def _macro_graph(cell: Cell, channels: Sequence[int], reductions: Sequence[int],
     return ArchGraph(nodes, edges, "classification", meta).validate()
 
 
+def _widths(num_blocks: int, channels: int, reductions) -> list[int]:
+    """Each cell's output channels: `channels`, doubled at every reducing cell."""
+    widths, c = [], channels
+    for b in range(num_blocks):
+        c *= 2 if b in reductions else 1
+        widths.append(c)
+    return widths
+
+
 def cifar_network(cell: Cell, num_blocks: int = 18, channels: int = 32, num_classes: int = 10) -> ArchGraph:
     """CIFAR macro network: stem, `num_blocks` cells; after 1/3 and 2/3 of them the spatial size halves
     and the channels double (the first cell of each later stage reduces), global pool, classifier."""
     if num_blocks < 1 or channels < 1:
         raise GraphError("num_blocks and channels must be positive")
     reductions = sorted({num_blocks // 3, 2 * num_blocks // 3} - {0})
-    widths, c = [], channels
-    for b in range(num_blocks):
-        c *= 2 if b in reductions else 1
-        widths.append(c)
-    return _macro_graph(cell, widths, reductions, 1, num_classes,
+    return _macro_graph(cell, _widths(num_blocks, channels, reductions), reductions, 1, num_classes,
                         {"macro": "cifar", "num_blocks": num_blocks, "channels": channels})
 
 
@@ -116,10 +121,7 @@ def imagenet_mobile_network(cell: Cell, channels: int, num_blocks: int = 14,
                             num_classes: int = 1000) -> ArchGraph:
     """ImageNet-mobile network: stride-2 stem conv, 14 cells reducing (and doubling channels) at
     cells 1, 2, 6 and 10, global pool, classifier. Meant for 224x224 inputs."""
-    widths, c = [], channels
-    for b in range(num_blocks):
-        c *= 2 if b in IMAGENET_MOBILE_REDUCTIONS else 1
-        widths.append(c)
+    widths = _widths(num_blocks, channels, IMAGENET_MOBILE_REDUCTIONS)
     return _macro_graph(cell, widths, IMAGENET_MOBILE_REDUCTIONS, 2, num_classes,
                         {"macro": "imagenet_mobile", "num_blocks": num_blocks, "channels": channels})
 
