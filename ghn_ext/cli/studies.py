@@ -228,7 +228,8 @@ def _correlate_arguments(p: argparse.ArgumentParser) -> None:
                    "default: the ground truth's. Rows of another seed are named '..., SGD seed S', so "
                    "runs of several seeds show how much a few steps' randomness moves a ranking")
     p.add_argument("--out", required=True, help="folder: predictions.json (cache), table.md, scatter.png; "
-                   "with no predictor given, the cached scores are tabulated against --groundtruth")
+                   "with no predictor given (on nb201 that includes --baselines ''), the cached scores are "
+                   "tabulated against --groundtruth")
     p.add_argument("--indices", type=_index_range, metavar="START:STOP",
                    help="only the ground truth's architectures with START <= index < STOP, e.g. 50: for "
                    "those added after the first 50 (a held-out set for predictors chosen on those)")
