@@ -22,7 +22,7 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -51,9 +51,10 @@ RESUMABLE_CHANGES = {"steps", "checkpoint_every", "snapshot_every", "eval_every"
 
 # `ghn train`'s defaults where a space departs from TrainConfig's. NAS-Bench-201: a GHN trained on one
 # cell per stage ranks cells (scored in that skeleton) far better per hour than one trained on the
-# benchmark's five, and does not transfer to five (bench/RESULTS.md, "NAS-Bench-201 ranking").
+# benchmark's five, and does not transfer to five; four cells per step rank better than one at any
+# training time (bench/studies/nb201_ranking).
 SPACE_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "nb201": {"cells_per_stage": 1, "channels": 16, "steps": 20000, "snapshot_every": 3000},
+    "nb201": {"cells_per_stage": 1, "channels": 16, "steps": 12000, "archs_per_step": 4, "snapshot_every": 3000},
 }
 
 
