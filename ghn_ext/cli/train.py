@@ -57,7 +57,8 @@ def training_args(p: argparse.ArgumentParser) -> None:
                         "16 channels)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per training step")
     p.add_argument("--archs-per-step", type=positive_int, default=None,
-                   help="random architectures per step, each on its share of the batch (default 1; nb201: 4)")
+                   help="random architectures per step, each run on the whole batch, their losses averaged "
+                        "(default 1; nb201: 4)")
     p.add_argument("--lr", type=learning_rate, default=1e-3, help="Adam learning rate (halved at 50%% and 75%% of the steps)")
     p.add_argument("--ema", type=fraction, default=0.0,
                    help="keep an exponential moving average of the parameters with this decay (e.g. 0.998) "
