@@ -627,16 +627,16 @@ def test_outputs_and_inputs_of_the_wrong_kind(argv, message, tmp_path, capsys):
 
 
 def test_train_flags_left_unset_take_the_space_defaults():
-    """nb201 trains 12,000 steps of four cells each in the 1-cell, 16-channel skeleton (the recipe measured
-    in bench/studies/nb201_ranking); the paper space keeps one architecture per step; a flag given wins."""
+    """nb201 trains 20,000 steps in the 1-cell, 16-channel skeleton with a 64-channel emitted block (the
+    recipe measured in bench/studies/nb201_ranking); the paper space keeps 32; a flag given wins."""
     nb201 = cli.train._train_config(cli.build_parser().parse_args(["train", "--space", "nb201", "--out", "o"]))
-    assert (nb201.steps, nb201.archs_per_step, nb201.cells_per_stage, nb201.channels,
-            nb201.snapshot_every) == (12000, 4, 1, 16, 3000)
+    assert (nb201.steps, nb201.ghn.block_channels, nb201.cells_per_stage, nb201.channels,
+            nb201.snapshot_every, nb201.archs_per_step) == (20000, 64, 1, 16, 3000, 1)
     paper = cli.train._train_config(cli.build_parser().parse_args(["train", "--out", "o"]))
-    assert (paper.steps, paper.archs_per_step, paper.snapshot_every) == (1000, 1, 0)
+    assert (paper.steps, paper.ghn.block_channels, paper.snapshot_every) == (1000, 32, 0)
     given = cli.train._train_config(cli.build_parser().parse_args(
-        ["train", "--space", "nb201", "--archs-per-step", "2", "--steps", "5", "--out", "o"]))
-    assert (given.steps, given.archs_per_step) == (5, 2)
+        ["train", "--space", "nb201", "--block-channels", "16", "--steps", "5", "--out", "o"]))
+    assert (given.steps, given.ghn.block_channels) == (5, 16)
 
 
 def test_version_and_help_show_defaults(capsys):

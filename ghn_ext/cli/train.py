@@ -14,8 +14,8 @@ from ghn_ext.workflows.train import TrainConfig, Trainer
 
 def _train_config(a: argparse.Namespace) -> TrainConfig:
     from ghn_ext.workflows.train import SPACE_TRAIN_DEFAULTS
-    defaults = {"cells_per_stage": 5, "steps": 1000, "archs_per_step": 1, "snapshot_every": 0,
-                **SPACE_TRAIN_DEFAULTS.get(a.space, {})}
+    defaults = {"cells_per_stage": 5, "steps": 1000, "block_channels": GHNConfig.block_channels,
+                "snapshot_every": 0, **SPACE_TRAIN_DEFAULTS.get(a.space, {})}
     for key, value in defaults.items():  # flags left unset take the space's defaults
         if getattr(a, key) is None:
             setattr(a, key, value)
@@ -53,12 +53,10 @@ def training_args(p: argparse.ArgumentParser) -> None:
     """The options of a GHN training run, `ghn train`'s and `ghn anytime train`'s."""
     p.add_argument("--out", required=True, help="run folder: checkpoint, log, ghn.pt (oneshot.pt)")
     p.add_argument("--steps", type=positive_int, default=None,
-                   help="training steps (default 1000; nb201: 12000 of 4 cells each, with 1 cell per stage and "
-                        "16 channels)")
+                   help="training steps (default 1000; nb201: 20000, with 1 cell per stage and 16 channels)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per training step")
-    p.add_argument("--archs-per-step", type=positive_int, default=None,
-                   help="random architectures per step, each run on the whole batch, their losses averaged "
-                        "(default 1; nb201: 4)")
+    p.add_argument("--archs-per-step", type=positive_int, default=1,
+                   help="random architectures per step, each run on the whole batch, their losses averaged")
     p.add_argument("--lr", type=learning_rate, default=1e-3, help="Adam learning rate (halved at 50%% and 75%% of the steps)")
     p.add_argument("--ema", type=fraction, default=0.0,
                    help="keep an exponential moving average of the parameters with this decay (e.g. 0.998) "
@@ -69,8 +67,9 @@ def training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-share", action="store_true", help="separate GNN parameters per block")
     p.add_argument("--no-pass", action="store_true", help="do not pass block embeddings on")
     p.add_argument("--naive", action="store_true", help="one hypernet output branch per op type")
-    p.add_argument("--block-channels", type=positive_int, default=32,
-                   help="output and input channels of the weight block the GHN emits per node")
+    p.add_argument("--block-channels", type=positive_int, default=None,
+                   help="output and input channels of the weight block the GHN emits per node (default 32; "
+                        "nb201: 64)")
     p.add_argument("--eval-every", type=nonnegative_int, default=0,
                    help="steps between validation checks on unseen architectures (0: at the end only)")
     p.add_argument("--eval-archs", type=positive_int, default=8, help="unseen architectures per validation check")

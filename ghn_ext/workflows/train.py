@@ -49,12 +49,13 @@ RESUMABLE_CHANGES = {"steps", "checkpoint_every", "snapshot_every", "eval_every"
                      "data_dir"}
 
 
-# `ghn train`'s defaults where a space departs from TrainConfig's. NAS-Bench-201: a GHN trained on one
-# cell per stage ranks cells (scored in that skeleton) far better per hour than one trained on the
-# benchmark's five, and does not transfer to five; four cells per step rank better than one at any
-# training time (bench/studies/nb201_ranking).
+# `ghn train`'s defaults where a space departs from TrainConfig's (block_channels: the GHN's). NAS-Bench-201:
+# a GHN trained on one cell per stage ranks cells (scored in that skeleton) far better per hour than one
+# trained on the benchmark's five, and does not transfer to five; a 64-channel emitted block, one block
+# for the widest stage's convolutions instead of four tiles, ranks better than 32 at no extra time
+# (bench/studies/nb201_ranking).
 SPACE_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "nb201": {"cells_per_stage": 1, "channels": 16, "steps": 12000, "archs_per_step": 4, "snapshot_every": 3000},
+    "nb201": {"cells_per_stage": 1, "channels": 16, "steps": 20000, "block_channels": 64, "snapshot_every": 3000},
 }
 
 
