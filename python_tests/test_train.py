@@ -230,7 +230,7 @@ def test_step_architectures_depend_on_seed_and_step_only(data_dir):
 @pytest.mark.parametrize("change, message", [
     (dict(lr=2e-3), r"other settings \(lr\)"),
     (dict(batch_size=16, seed=1), r"other settings \(batch_size, seed\)"),
-    (dict(ghn={"block_channels": 4, "T": 2}), r"other settings \(ghn\)"),
+    (dict(ghn={"block_channels": 4, "T": 2}), r"other settings \(ghn.T\)"),
     (dict(space="nb201", channels=4, cells_per_stage=1), "'classification' space, not 'nb201'"),
     (dict(ema=0.9), r"other settings \(ema\)"),
 ])

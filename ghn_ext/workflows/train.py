@@ -59,6 +59,12 @@ SPACE_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _flat_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """cfg's fields with the GHN's own under "ghn.<name>", so that a refused resume names the GHN setting."""
+    d = asdict(cfg)
+    return {**{k: v for k, v in d.items() if k != "ghn"}, **{f"ghn.{k}": v for k, v in d["ghn"].items()}}
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; the run stops instead of training through it."""
 
@@ -225,8 +231,8 @@ class Trainer:
             saved = TrainConfig.from_dict(state["config"])
             if saved.space != self.cfg.space:
                 raise CheckpointError(f"it trains the {saved.space!r} space, not {self.cfg.space!r}")
-            differs = {k for k, v in asdict(saved).items()
-                       if k not in RESUMABLE_CHANGES and asdict(self.cfg)[k] != v}
+            differs = {k for k, v in _flat_settings(saved).items()
+                       if k not in RESUMABLE_CHANGES and _flat_settings(self.cfg)[k] != v}
             if differs:
                 raise CheckpointError(f"it was started with other settings ({', '.join(sorted(differs))}); "
                                       "use another output folder or the same settings")
