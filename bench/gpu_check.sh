@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# GPU check of ghn_ext's CUDA kernels, prepared for the lent H100 machine (python3 with torch and CUDA,
-# no internet): builds the extension in place with CUDA, runs the CUDA tests, compute-sanitizer on one
-# small case, and the GPU benchmarks. Every stage has a time limit and the whole run stays under about
-# 8 minutes; a failing stage is recorded and the next one still runs. Logs and results go to $OUT:
+# GPU check of ghn_ext's CUDA kernels, prepared for a lent H100/H200 machine (python3 with torch and CUDA,
+# no internet): builds the extension in place with CUDA, runs the CUDA tests and the GPU benchmarks, times
+# the paper-space search on the GPU (issue 28), runs the commands with --device cuda, and compute-sanitizer
+# on one small case while time remains. Every stage has a time limit and the whole run stays within
+# GPU_CHECK_TOTAL_S (default 570 s); a failing stage is recorded and the next one still runs. Logs and
+# results go to $OUT:
 #
 #   summary.txt      machine, versions, and each stage's status and duration
 #   build.log        the build          tests.log       the CUDA tests
-#   sanitizer.log    compute-sanitizer (memcheck, then racecheck and synccheck if time allows)
 #   bench.log        the benchmarks     bench_gpu.json  their pytest-benchmark JSON (ratios in extra_info)
+#   search.log       bench/gpu_search_rate.py           search_rate.json  its measurements and projection
 #   commands.log     ghn train / search (also --finetune-steps) / train-final with --device cuda on random
 #                    stand-in images
+#   sanitizer.log    compute-sanitizer (memcheck, then racecheck and synccheck if time allows)
+# At the end the logs are packed into logs.tgz (the device tool returns at most 8 files).
+#
+# The search needs the real validation images: GHN_DATA_DIR, else .device_data/cifar10 (a val-only copy
+# made for the device machine, which cannot reach ../shared), else ../shared/data/cifar10.
 #
 #   bash bench/gpu_check.sh          (from anywhere; OUT defaults to ./gpu_check_out, PYTHON to python3)
 set -uo pipefail
@@ -20,7 +27,7 @@ OUT="${OUT:-$REPO/gpu_check_out}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 SUMMARY="$OUT/summary.txt"
-TOTAL_S="${GPU_CHECK_TOTAL_S:-470}"   # the whole run's budget in seconds
+TOTAL_S="${GPU_CHECK_TOTAL_S:-570}"   # the whole run's budget in seconds
 T0=$SECONDS
 : >"$SUMMARY"
 
@@ -87,15 +94,15 @@ if [[ -z "${CUDA_HOME:-}" ]]; then
 fi
 export CUDA_HOME TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS="${MAX_JOBS:-16}" GHN_EXT_CUDA=1
 BUILD_OK=0
-if stage "build (pip install --no-build-isolation -e ., CUDA_HOME=${CUDA_HOME:-unset})" 300 150 "$OUT/build.log" \
+if stage "build (pip install --no-build-isolation -e ., CUDA_HOME=${CUDA_HOME:-unset})" 300 330 "$OUT/build.log" \
      "$PY" -m pip install --no-build-isolation --no-deps --no-index -e . ; then
   BUILD_OK=1
-elif stage "build fallback (setup.py build_ext --inplace)" 300 150 "$OUT/build.log" \
+elif stage "build fallback (setup.py build_ext --inplace)" 300 330 "$OUT/build.log" \
      "$PY" setup.py build_ext --inplace ; then
   BUILD_OK=1
 fi
 if (( BUILD_OK )); then
-  stage "extension has CUDA kernels" 60 140 "$OUT/build.log" "$PY" -c '
+  stage "extension has CUDA kernels" 60 320 "$OUT/build.log" "$PY" -c '
 import ghn_ext.ops._extension as e
 assert e.HAS_EXTENSION, e.IMPORT_ERROR
 for op in ("propagate", "emit_weights", "emit_edge_weights", "dag_schedule"):
@@ -106,35 +113,18 @@ grep -n -i "warning" "$OUT/build.log" | grep -i "propagate_cuda\|propagate_kerne
 
 # --- 2. the CUDA tests ----------------------------------------------------------------------------------
 if (( BUILD_OK && HAVE_PYTEST )); then
-  stage "CUDA tests" 180 130 "$OUT/tests.log" env PYTHONUNBUFFERED=1 \
-    "$PY" -m pytest -q -rs -p no:cacheprovider python_tests/test_propagate_cuda.py python_tests/test_emit_op.py python_tests/test_emit_edges_op.py -k cuda
+  XDIST=(); has_module xdist && XDIST=(-n 4)  # four workers share the GPU; the tests are mostly launch-bound
+  stage "CUDA tests" 170 270 "$OUT/tests.log" env PYTHONUNBUFFERED=1 \
+    "$PY" -m pytest -q -rs -p no:cacheprovider "${XDIST[@]}" -k cuda python_tests/test_propagate_cuda.py \
+    python_tests/test_emit_op.py python_tests/test_emit_edges_op.py python_tests/test_schedule_op.py
   grep -E "passed|failed|error" "$OUT/tests.log" | tail -1 | sed 's/^/         /' >>"$SUMMARY"
 else
   say "SKIPPED  CUDA tests: $( ((BUILD_OK)) && echo 'pytest missing' || echo 'no build')"
 fi
 
-# --- 3. compute-sanitizer memcheck on one small case -----------------------------------------------------
-SAN="$(command -v compute-sanitizer)"
-for candidate in "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" /usr/local/cuda/bin/compute-sanitizer \
-                 /usr/local/cuda/compute-sanitizer/compute-sanitizer /opt/nvidia/compute-sanitizer/compute-sanitizer; do
-  [[ -z "$SAN" && -x "$candidate" ]] && SAN=$candidate
-done
-SAN="${SAN:-compute-sanitizer}"
-sanitize() {  # sanitize TOOL MAX RESERVE
-  local tool=$1
-  stage "compute-sanitizer $tool" "$2" "$3" "$OUT/sanitizer.log" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
-    "$SAN" --tool "$tool" --error-exitcode 3 "$PY" bench/gpu_sanitize_case.py
-  grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizer.log" | tail -1 | sed 's/^/         /' >>"$SUMMARY"
-}
-if (( BUILD_OK )) && [[ -x "$SAN" ]]; then
-  sanitize memcheck 120 100
-else
-  say "SKIPPED  compute-sanitizer: $( ((BUILD_OK)) && echo "not found at $SAN" || echo 'no build')"
-fi
-
-# --- 4. the GPU benchmarks ------------------------------------------------------------------------------
+# --- 3. the GPU benchmarks ------------------------------------------------------------------------------
 if (( BUILD_OK && HAVE_PYTEST && HAVE_BENCH )); then
-  stage "GPU benchmarks" 180 0 "$OUT/bench.log" env PYTHONUNBUFFERED=1 \
+  stage "GPU benchmarks" 140 190 "$OUT/bench.log" env PYTHONUNBUFFERED=1 \
     "$PY" -m pytest -q -s -p no:cacheprovider bench/test_bench_gpu.py --benchmark-columns=mean,stddev,rounds \
     --benchmark-json="$OUT/bench_gpu.json"
   if [[ -s "$OUT/bench_gpu.json" ]]; then
@@ -149,9 +139,23 @@ else
   say "SKIPPED  GPU benchmarks: $( ((BUILD_OK)) || echo 'no build'; ((HAVE_PYTEST)) || echo 'pytest missing'; ((HAVE_BENCH)) || echo 'pytest-benchmark missing')"
 fi
 
+# --- 4. the paper-space search on the GPU (issue 28) ---------------------------------------------------
+DATA="${GHN_DATA_DIR:-}"
+[[ -z "$DATA" && -f "$REPO/.device_data/cifar10/cifar10.npz" ]] && DATA="$REPO/.device_data/cifar10"
+[[ -z "$DATA" ]] && DATA="$REPO/../shared/data/cifar10"
+if (( BUILD_OK )) && [[ -f "$DATA/cifar10.npz" ]]; then
+  stage "paper-space search rate (bench/gpu_search_rate.py)" 150 60 "$OUT/search.log" env PYTHONUNBUFFERED=1 \
+    GHN_DATA_DIR="$DATA" "$PY" bench/gpu_search_rate.py --out "$OUT/search" --device cuda
+  grep -E "^paper-space|^  " "$OUT/search.log" | tail -3 | sed 's/^/         /' >>"$SUMMARY"
+  cp "$OUT/search/search_rate.json" "$OUT/" 2>/dev/null
+  rm -rf "$OUT/search"
+else
+  say "SKIPPED  paper-space search: $( ((BUILD_OK)) && echo "no CIFAR-10 at $DATA" || echo 'no build')"
+fi
+
 # --- 5. the commands on the GPU (--device cuda), on random images shaped like CIFAR-10 -------------------
 if (( BUILD_OK )); then
-  stage "ghn train / search / train-final --device cuda (random stand-in data)" 120 0 "$OUT/commands.log" \
+  stage "ghn train / search / train-final --device cuda (random stand-in data)" 90 0 "$OUT/commands.log" \
     env GHN_DATA_DIR="$OUT/standin_cifar10" "$PY" -c '
 import os, numpy as np
 from ghn_ext.cli import main
@@ -173,12 +177,30 @@ print("commands ran on cuda")'
   rm -rf "$OUT/standin_cifar10" "$OUT/cmd_runs"
 fi
 
-# --- 6. more sanitizers while time remains ---------------------------------------------------------------
+# --- 6. compute-sanitizer on one small case while time remains -----------------------------------------------
+SAN="$(command -v compute-sanitizer)"
+for candidate in "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" /usr/local/cuda/bin/compute-sanitizer \
+                 /usr/local/cuda/compute-sanitizer/compute-sanitizer /opt/nvidia/compute-sanitizer/compute-sanitizer; do
+  [[ -z "$SAN" && -x "$candidate" ]] && SAN=$candidate
+done
+SAN="${SAN:-compute-sanitizer}"
+sanitize() {  # sanitize TOOL MAX RESERVE
+  local tool=$1
+  stage "compute-sanitizer $tool" "$2" "$3" "$OUT/sanitizer.log" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
+    "$SAN" --tool "$tool" --error-exitcode 3 "$PY" bench/gpu_sanitize_case.py
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizer.log" | tail -1 | sed 's/^/         /' >>"$SUMMARY"
+}
 if (( BUILD_OK )) && [[ -x "$SAN" ]]; then
+  sanitize memcheck 120 0
   sanitize racecheck 150 0
   sanitize synccheck 100 0
+else
+  say "SKIPPED  compute-sanitizer: $( ((BUILD_OK)) && echo "not found at $SAN" || echo 'no build')"
 fi
+
 
 say ""
 say "done in $((SECONDS - T0))s (budget ${TOTAL_S}s)"
+# the device tool returns at most 8 files: the logs travel as one archive beside the summary and the JSON
+(cd "$OUT" && tar czf logs.tgz ./*.log && rm -f ./*.log)
 exit 0

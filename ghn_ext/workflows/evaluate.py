@@ -61,11 +61,13 @@ def network_score_sum(graph: ArchGraph, weights, split: Split, signal: str = "ac
     (BatchNorm as in :func:`network_logits`). A sum, so that scores over consecutive parts of a
     validation set add up to the score over all of it (adaptive search scores in parts)."""
     check_signal(signal)
-    total = 0.0
+    # Summed on the device and read once: a read per batch would make a GPU wait for Python every batch.
+    # Each batch's float32 sum is added in float64, as Python floats would.
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for logits, y in network_logits(graph, weights, split, image_batch, device):
-        total += (float((logits.argmax(1) == y).sum()) if signal == "accuracy"
-                  else -float(F.cross_entropy(logits, y, reduction="sum")))
-    return total
+        total += ((logits.argmax(1) == y).sum() if signal == "accuracy"
+                  else -F.cross_entropy(logits, y, reduction="sum")).double()
+    return float(total)
 
 
 @torch.inference_mode()
