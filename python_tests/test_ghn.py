@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ghn_ext.core.checkpoints import CheckpointError
-from ghn_ext.core.checks import InputError
 from ghn_ext.core.checkpoints import load_checkpoint as load_any_checkpoint
 from ghn_ext.core.files import atomic_save
 from ghn_ext.models.ghn import CHECKPOINT_FORMAT, NUM_FEATURES, EmissionPlan, GHNConfig, GraphHyperNetwork, node_features
@@ -573,28 +572,3 @@ def test_network_logits_gives_the_accuracy_and_leaves_grad_mode_to_the_caller():
         sizes.append(len(y))
     assert sizes == [100, 100, 50]
     assert network_accuracy(arch, weights, split, image_batch=100) == right / 250
-
-
-@pytest.mark.parametrize("per_pass", [2, 3])
-def test_several_batchnorm_batches_per_pass_give_the_same_logits(per_pass):
-    """A GPU runs several BatchNorm batches in one forward pass, each normalised with its own statistics:
-    the logits equal those of one batch at a time, the last, shorter batch included (250 images, 100 per
-    batch); so would a BatchNorm over the whole pass differ, which the last check shows."""
-    from ghn_ext.core.data import Split
-    from ghn_ext.nets.network import run_network
-    from ghn_ext.workflows.evaluate import network_logits
-
-    arch = cls_arch(5, num_nodes=5, num_blocks=3)
-    weights = make_ghn(seed=2)(arch)
-    split = Split((torch.rand(250, 3, 32, 32) * 255).to(torch.uint8), torch.randint(0, 10, (250,)))
-    one = torch.cat([lg for lg, _ in network_logits(arch, weights, split, image_batch=100, per_pass=1)])
-    grouped = list(network_logits(arch, weights, split, image_batch=100, per_pass=per_pass))
-    assert [len(y) for _, y in grouped] == [200, 50]
-    assert torch.cat([y for _, y in grouped]).equal(split.labels)
-    torch.testing.assert_close(torch.cat([lg for lg, _ in grouped]), one, rtol=1e-3, atol=1e-4)  # rounding
-    x = split.prepared().images[:200]
-    with torch.no_grad():
-        whole = run_network(arch, x, weights)
-    assert (whole - one[:200]).abs().max() > 1e-2
-    with pytest.raises(InputError, match="norm_groups must divide the batch of 200 images, got 3"):
-        run_network(arch, x, weights, norm_groups=3)

@@ -168,17 +168,9 @@ def concat_bottleneck(inputs: Sequence[Tensor], bottleneck: Tensor, scale: int, 
     return _relu_conv(x, {"weight": bottleneck}, 1, norm)
 
 
-def batch_norm(x: Tensor, running: Optional[tuple[Tensor, Tensor]], training: bool, groups: int = 1) -> Tensor:
-    """BatchNorm without affine parameters; batch statistics unless running stats are given for eval.
-    With `groups` > 1 the batch is that many consecutive batches, each normalised with its own statistics,
-    as if each ran alone: one pass scores several BatchNorm batches (a GPU is otherwise idle between the
-    small launches of one 100-image batch)."""
+def batch_norm(x: Tensor, running: Optional[tuple[Tensor, Tensor]], training: bool) -> Tensor:
+    """BatchNorm without affine parameters; batch statistics unless running stats are given for eval."""
     if running is None:
-        if groups == 1:
-            return F.batch_norm(x, None, None, training=True)
-        n, c, h, w = x.shape
-        xg = x.view(groups, n // groups, c, h, w)
-        var, mean = torch.var_mean(xg, dim=(1, 3, 4), keepdim=True, correction=0)
-        return ((xg - mean) * torch.rsqrt(var + 1e-5)).view(n, c, h, w)  # eps as F.batch_norm's
+        return F.batch_norm(x, None, None, training=True)
     mean, var = running
     return F.batch_norm(x, mean, var, training=training, momentum=0.1)

@@ -125,12 +125,11 @@ def run_network(graph: ArchGraph, x: Tensor, weights: NodeWeights,
                 capture: Optional[dict[int, Optional[Tensor]]] = None,
                 order: Optional[Sequence[int]] = None,
                 on_node: Optional[Callable[[int], None]] = None,
-                check_weights: bool = True, norm_groups: int = 1) -> Tensor | list[Tensor]:
+                check_weights: bool = True) -> Tensor | list[Tensor]:
     """Forward pass of `graph` on images `x` with the given weights.
 
     BatchNorm uses batch statistics unless `norm_stats` maps (node, input position) to running
-    (mean, var) buffers; with `norm_groups` > 1, `x` is that many equal batches, each with its own
-    statistics (the same logits as running them one by one). Returns the logits of the single classifier, or a list of every classifier's
+    (mean, var) buffers. Returns the logits of the single classifier, or a list of every classifier's
     logits in node order when the graph has several (early exits).
 
     For final training: `path_hook(v, y)` rewrites each per-input path y of a summing node v before
@@ -143,8 +142,6 @@ def run_network(graph: ArchGraph, x: Tensor, weights: NodeWeights,
     shapes (shape inference over the whole graph), for a caller that runs the same weights batch after
     batch and checked them on the first.
     """
-    if norm_groups < 1 or len(x) % norm_groups:
-        raise InputError(f"norm_groups must divide the batch of {len(x)} images, got {norm_groups}")
     if check_weights:
         _check_weights(graph, tuple(x.shape[1:]), weights)
     # channels-last makes CPU convolutions, pooling and BatchNorm about 2x faster for these small
@@ -166,13 +163,13 @@ def run_network(graph: ArchGraph, x: Tensor, weights: NodeWeights,
         elif node.scale:
             stats = [None if norm_stats is None else norm_stats.get((v, k)) for k in (0, 1)]
             y = concat_bottleneck([acts[u] for u in preds[v]], w["bottleneck"], node.scale,
-                                  lambda t: batch_norm(t, stats[0], training, norm_groups))
-            out = prim.apply(y, w, 1, lambda t: batch_norm(t, stats[1], training, norm_groups))
+                                  lambda t: batch_norm(t, stats[0], training))
+            out = prim.apply(y, w, 1, lambda t: batch_norm(t, stats[1], training))
         else:
             out = None
             for k, u in enumerate(preds[v]):
                 running = None if norm_stats is None else norm_stats.get((v, k))
-                norm = lambda t, r=running: batch_norm(t, r, training, norm_groups)  # noqa: E731
+                norm = lambda t, r=running: batch_norm(t, r, training)  # noqa: E731
                 y = prim.apply(acts[u], w, node.stride, norm)
                 if path_hook is not None:
                     y = path_hook(v, y)

@@ -17,39 +17,22 @@ from ghn_ext.nets.anytime import Exit, run_anytime
 from ghn_ext.nets.network import run_network
 from ghn_ext.core.checks import InputError
 
-IMAGE_BATCH = 100  # images per BatchNorm statistics: part of what a score means
-# BatchNorm batches one forward pass runs on a GPU, each with its own statistics: one 100-image batch of a
-# paper-space network is thousands of small launches that leave an H200 mostly idle (bench/RESULTS.md).
-# On a CPU one batch at a time keeps the activations in cache.
-GPU_BATCHES_PER_PASS = 10
-
-
-def batches_per_pass(device: str | torch.device) -> int:
-    return GPU_BATCHES_PER_PASS if torch.device(device).type == "cuda" else 1
+IMAGE_BATCH = 100  # images per forward pass, and so per BatchNorm statistics: part of what a score means
 
 
 @torch.inference_mode()  # the decorator, not a with-block: grad mode switches back at every yield
 def network_logits(graph: ArchGraph, weights, split: Split, image_batch: int = IMAGE_BATCH,
-                   device: str | torch.device = "cpu", norm_stats=None, per_pass: Optional[int] = None):
-    """(logits, labels) of `graph` with `weights` over `split`, `per_pass` BatchNorm batches of
-    `image_batch` images per forward pass (default: :func:`batches_per_pass`), the last exit's logits
-    for an anytime network. Without `norm_stats` BatchNorm uses each batch's statistics, as when the
+                   device: str | torch.device = "cpu", norm_stats=None):
+    """(logits, labels) of `graph` with `weights`, batch by batch over `split` (the last exit's logits
+    for an anytime network). Without `norm_stats` BatchNorm uses each batch's statistics, as when the
     GHN was trained, so batches should be large enough to estimate them (>= 100); with them (a trained
-    ArchNetwork's running statistics) it runs in eval mode. The logits do not depend on `per_pass`."""
-    step = image_batch * (per_pass or batches_per_pass(device))
-    n = len(split.labels)
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        # whole batches together; a last, shorter batch alone, with its own statistics as before
-        parts = [(start, stop)] if (stop - start) % image_batch == 0 or stop - start < image_batch else \
-            [(start, stop - (stop - start) % image_batch), (stop - (stop - start) % image_batch, stop)]
-        for a, b in parts:
-            x = network_input(split.images[a:b], device)
-            y = split.labels[a:b].to(device)
-            groups = max(1, (b - a) // image_batch) if norm_stats is None else 1
-            logits = run_network(graph, x, weights, norm_stats, training=norm_stats is None,
-                                 check_weights=a == 0, norm_groups=groups)
-            yield (logits[-1] if isinstance(logits, list) else logits), y
+    ArchNetwork's running statistics) it runs in eval mode."""
+    for start in range(0, len(split.labels), image_batch):
+        x = network_input(split.images[start:start + image_batch], device)
+        y = split.labels[start:start + image_batch].to(device)
+        logits = run_network(graph, x, weights, norm_stats, training=norm_stats is None,
+                             check_weights=start == 0)
+        yield (logits[-1] if isinstance(logits, list) else logits), y
 
 
 def network_accuracy(graph: ArchGraph, weights, split: Split, image_batch: int = IMAGE_BATCH,
