@@ -10,6 +10,7 @@
 #   build.log        the build          tests.log       the CUDA tests
 #   bench.log        the benchmarks     bench_gpu.json  their pytest-benchmark JSON (ratios in extra_info)
 #   search.log       bench/gpu_search_rate.py           search_rate.json  its measurements and projection
+#   raise.log        whether an error raised in the extension reaches Python (a backtrace when it crashes)
 #   commands.log     ghn train / search (also --finetune-steps) / train-final with --device cuda on random
 #                    stand-in images
 #   sanitizer.log    compute-sanitizer (memcheck, then racecheck and synccheck if time allows)
@@ -110,6 +111,23 @@ for op in ("propagate", "emit_weights", "emit_edge_weights", "dag_schedule"):
 print("extension:", e._C.__file__)' || BUILD_OK=0
 fi
 grep -n -i "warning" "$OUT/build.log" | grep -i "propagate_cuda\|propagate_kernel" >>"$SUMMARY" || true
+
+# An error raised in the extension's C++ must reach Python as an exception. On the H200 image of
+# 2026-12-04 (Ubuntu 24.04, g++ 13.3, torch 2.11.0+cu130) every such error segfaulted the process (19
+# tests crashed, CPU ops too), which the CPU machines never showed: when it happens, record a backtrace.
+RAISE='
+import torch, ghn_ext.ops
+from ghn_ext.ops.schedule import dag_schedule
+try:
+    dag_schedule(torch.tensor([[0, 1], [1, 0]]), torch.tensor([0, 2]), 2)
+except ValueError as e:
+    print("raised ValueError:", e)'
+if (( BUILD_OK )) && ! stage "an error raised in the extension reaches Python" 30 300 "$OUT/raise.log" "$PY" -X faulthandler -c "$RAISE"; then
+  GDB="$(command -v cuda-gdb || echo "${CUDA_HOME:-/usr/local/cuda}/bin/cuda-gdb")"
+  [[ -x "$GDB" ]] && stage "backtrace of that crash (cuda-gdb)" 60 290 "$OUT/raise.log" \
+    "$GDB" -batch -ex run -ex "bt 40" --args "$PY" -c "$RAISE"
+  { echo "== g++: $(g++ --version 2>&1 | head -1)"; ldd ghn_ext/_C*.so; } >>"$OUT/raise.log" 2>&1
+fi
 
 # --- 2. the CUDA tests ----------------------------------------------------------------------------------
 if (( BUILD_OK && HAVE_PYTEST )); then

@@ -635,8 +635,11 @@ def test_train_flags_left_unset_take_the_space_defaults():
     paper = cli.train._train_config(cli.build_parser().parse_args(["train", "--out", "o"]))
     assert (paper.steps, paper.ghn.block_channels, paper.snapshot_every) == (1000, 32, 0)
     given = cli.train._train_config(cli.build_parser().parse_args(
-        ["train", "--space", "nb201", "--block-channels", "16", "--steps", "5", "--out", "o"]))
+        ["train", "--space", "nb201", "--block-channels", "16", "--steps", "5", "--hidden", "48",
+         "--message-hidden", "40", "--hyper-hidden", "96", "--out", "o"]))
     assert (given.steps, given.ghn.block_channels) == (5, 16)
+    assert (given.ghn.hidden, given.ghn.message_hidden, given.ghn.hyper_hidden) == (48, 40, 96)
+    assert (nb201.ghn.hidden, nb201.ghn.message_hidden, nb201.ghn.hyper_hidden) == (32, 32, 64)  # the paper's
 
 
 def test_version_and_help_show_defaults(capsys):

@@ -15,12 +15,14 @@ from ghn_ext.workflows.train import TrainConfig, Trainer
 def _train_config(a: argparse.Namespace) -> TrainConfig:
     from ghn_ext.workflows.train import SPACE_TRAIN_DEFAULTS
     defaults = {"cells_per_stage": 5, "steps": 1000, "block_channels": GHNConfig.block_channels,
-                "snapshot_every": 0, **SPACE_TRAIN_DEFAULTS.get(a.space, {})}
+                "hidden": GHNConfig.hidden, "message_hidden": GHNConfig.message_hidden,
+                "hyper_hidden": GHNConfig.hyper_hidden, "snapshot_every": 0, **SPACE_TRAIN_DEFAULTS.get(a.space, {})}
     for key, value in defaults.items():  # flags left unset take the space's defaults
         if getattr(a, key) is None:
             setattr(a, key, value)
     ghn = GHNConfig(space=a.space, T=a.T, scheme=a.scheme, share_params=not a.no_share,
-                    pass_embedding=not a.no_pass, naive_hypernet=a.naive, block_channels=a.block_channels)
+                    pass_embedding=not a.no_pass, naive_hypernet=a.naive, block_channels=a.block_channels,
+                    hidden=a.hidden, message_hidden=a.message_hidden, hyper_hidden=a.hyper_hidden)
     return TrainConfig(space=a.space, steps=a.steps, batch_size=a.batch_size, archs_per_step=a.archs_per_step,
                        lr=a.lr, ema=a.ema, num_nodes=a.num_nodes, num_blocks=a.num_blocks, channels=a.channels,
                        cells_per_stage=a.cells_per_stage, seed=a.seed, eval_every=a.eval_every,
@@ -70,6 +72,12 @@ def training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-channels", type=positive_int, default=None,
                    help="output and input channels of the weight block the GHN emits per node (default 32; "
                         "nb201: 64)")
+    p.add_argument("--hidden", type=positive_int, default=None,
+                   help=f"node embedding and GRU size (default {GHNConfig.hidden}, the paper's)")
+    p.add_argument("--message-hidden", type=positive_int, default=None,
+                   help=f"hidden size of the message MLP (default {GHNConfig.message_hidden}, the paper's)")
+    p.add_argument("--hyper-hidden", type=positive_int, default=None,
+                   help=f"hidden size of the MLP that emits the weights (default {GHNConfig.hyper_hidden}, the paper's)")
     p.add_argument("--eval-every", type=nonnegative_int, default=0,
                    help="steps between validation checks on unseen architectures (0: at the end only)")
     p.add_argument("--eval-archs", type=positive_int, default=8, help="unseen architectures per validation check")
