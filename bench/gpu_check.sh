@@ -216,7 +216,6 @@ else
   say "SKIPPED  compute-sanitizer: $( ((BUILD_OK)) && echo "not found at $SAN" || echo 'no build')"
 fi
 
-
 say ""
 say "done in $((SECONDS - T0))s (budget ${TOTAL_S}s)"
 # the device tool returns at most 8 files: the logs travel as one archive beside the summary and the JSON
