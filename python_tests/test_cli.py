@@ -642,6 +642,26 @@ def test_train_flags_left_unset_take_the_space_defaults():
     assert (nb201.ghn.hidden, nb201.ghn.message_hidden, nb201.ghn.hyper_hidden) == (32, 32, 64)  # the paper's
 
 
+def test_train_op_weights_flag(tmp_path, capsys):
+    """--op-weights op=w,...: parsed at the command line, checked by the space; a bad one is one line."""
+    parse = cli.build_parser().parse_args
+    cfg = cli.train._train_config(parse(["train", "--space", "nb201", "--out", "o",
+                                         "--op-weights", "nor_conv_3x3=3, skip_connect=1.5"]))
+    assert cfg.op_weights == {"none": 0.0, "skip_connect": 1.5, "nor_conv_1x1": 0.0, "nor_conv_3x3": 3.0,
+                              "avg_pool_3x3": 0.0}
+    assert cli.train._train_config(parse(["train", "--space", "nb201", "--out", "o"])).op_weights is None
+    for bad, message in (("nor_conv_3x3", "expected op=weight pairs"), ("none=-1", "a finite number >= 0"),
+                         (",", "at least one op=weight pair")):
+        with pytest.raises(SystemExit):
+            parse(["train", "--space", "nb201", "--out", "o", "--op-weights", bad])
+        assert message in capsys.readouterr().err
+    out = str(tmp_path / "run")
+    for argv, message in ((["--space", "nb201", "--op-weights", "conv=1"], "unknown op 'conv' in the op weights"),
+                          (["--op-weights", "none=1"], "op weights apply to the nb201 space only")):
+        assert cli.main(["train", "--out", out, "--steps", "1", *argv]) == 2
+        assert message in one_error_line(capsys, "train")
+
+
 def test_version_and_help_show_defaults(capsys):
     from ghn_ext import __version__
     with pytest.raises(SystemExit) as exc:

@@ -234,6 +234,40 @@ def test_spaces_dispatch():
         spaces.sample_architecture("imagenet", random.Random(0))
 
 
+def test_nb201_uniform_sampling_is_unchanged_by_the_weights_option():
+    """op_weights=None draws exactly the cells it always drew (runs and searches stay reproducible)."""
+    rng_a, rng_b = random.Random(5), random.Random(5)
+    assert [nb201.sample_ops(rng_a) for _ in range(20)] == [nb201.sample_ops(rng_b, None) for _ in range(20)]
+
+
+def test_nb201_op_weights_set_how_often_each_op_is_drawn():
+    rng = random.Random(0)
+    weights = {"nor_conv_3x3": 3, "skip_connect": 1}  # left out: none, nor_conv_1x1, avg_pool_3x3 never drawn
+    drawn = [op for _ in range(2000) for op in nb201.sample_ops(rng, weights)]
+    assert set(drawn) == {"nor_conv_3x3", "skip_connect"}
+    assert abs(drawn.count("nor_conv_3x3") / len(drawn) - 0.75) < 0.02
+    sampler = spaces.make_sampler("nb201", channels=4, cells_per_stage=1, op_weights={"nor_conv_1x1": 1})
+    assert nb201.cell_ops(sampler(random.Random(1))) == ("nor_conv_1x1",) * 6
+
+
+@pytest.mark.parametrize("weights, match", [
+    ({"conv3x3": 1}, "unknown op 'conv3x3' in the op weights"),
+    ({"none": -1}, r"weight of none must be a finite number >= 0, got -1"),
+    ({"none": float("nan")}, "weight of none must be a finite number"),
+    ({"none": "2"}, "weight of none must be a finite number"),
+    ({"none": 0, "skip_connect": 0.0}, "at least one op needs a positive weight"),
+    ({}, "non-empty mapping"),
+])
+def test_nb201_op_weights_errors(weights, match):
+    with pytest.raises(GraphError, match=match):
+        nb201.sample_ops(random.Random(0), weights)
+
+
+def test_op_weights_belong_to_nb201_only():
+    with pytest.raises(ValueError, match="op weights apply to the nb201 space only, not 'classification'"):
+        spaces.make_sampler("classification", op_weights={"none": 1})
+
+
 # --------------------------------------------------------------------------------- NAS-Bench-201: strings
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 FIRST = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"

@@ -28,6 +28,7 @@ from ghn_ext.core.checkpoints import CheckpointError  # noqa: E402
 from ghn_ext.core.checks import InputError  # noqa: E402
 from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork  # noqa: E402
 from ghn_ext.nets.network import run_network  # noqa: E402
+from ghn_ext.spaces import nb201  # noqa: E402
 from ghn_ext.workflows.train import NonFiniteLossError, TrainConfig, Trainer, read_log, step_architectures  # noqa: E402
 
 TINY_GHN = {"block_channels": 4, "T": 1}
@@ -411,6 +412,40 @@ def test_training_config_refuses_runs_that_could_never_finish(data_dir, field, v
 def test_training_config_refuses_learning_rates_outside_zero_to_ten(data_dir, lr):
     with pytest.raises(ValueError, match=r"training lr must be in \(0, 10\]"):
         tiny(data_dir, lr=lr)
+
+
+def test_op_weights_shape_the_training_cells_not_the_validation_ones(data_dir):
+    """--op-weights: training cells drawn with the weights (completed to every op, as saved and checked
+    on resume); the validation cells stay uniform, like the cells a search ranks."""
+    cfg = tiny(data_dir, space="nb201", cells_per_stage=1, archs_per_step=50,
+               op_weights={"nor_conv_3x3": 1, "nor_conv_1x1": 1})
+    assert cfg.op_weights == {"none": 0.0, "skip_connect": 0.0, "nor_conv_1x1": 1.0, "nor_conv_3x3": 1.0,
+                              "avg_pool_3x3": 0.0}
+    assert TrainConfig.from_dict(dataclasses.asdict(cfg)) == cfg
+    trained = {op for g in step_architectures(cfg, 0) for op in nb201.cell_ops(g)}
+    assert trained == {"nor_conv_1x1", "nor_conv_3x3"}
+    rng = random.Random(0)
+    validated = {op for _ in range(50) for op in nb201.cell_ops(cfg.sampler(evaluation=True)(rng))}
+    assert validated == set(nb201.OPS)
+
+
+@pytest.mark.parametrize("space, weights, match", [
+    ("classification", {"none": 1}, "op weights apply to the nb201 space only, not 'classification'"),
+    ("nb201", {"sep_conv": 1}, "training unknown op 'sep_conv' in the op weights"),
+    ("nb201", {"none": 0}, "training at least one op needs a positive weight"),
+])
+def test_training_config_refuses_bad_op_weights(data_dir, space, weights, match):
+    with pytest.raises(InputError, match=match):
+        tiny(data_dir, space=space, cells_per_stage=1, op_weights=weights)
+
+
+def test_resume_with_other_op_weights_is_refused(data_dir, tmp_path):
+    cfg = tiny(data_dir, space="nb201", cells_per_stage=1, steps=2, checkpoint_every=1, eval_every=0,
+               op_weights={"nor_conv_3x3": 2, "none": 1})
+    Trainer(cfg, tmp_path).run(stop_after=1, progress=False)
+    other = Trainer(dataclasses.replace(cfg, op_weights={"nor_conv_3x3": 1, "none": 1}), tmp_path)
+    with pytest.raises(CheckpointError, match=r"other settings \(op_weights\)"):
+        other.resume()
 
 
 def test_ghn_config_refuses_zero_block_channels(data_dir):

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ghn_ext.cli.common import not_anytime, run_training, space_args
-from ghn_ext.cli.types import fraction, learning_rate, nonnegative_int, positive_int
+from ghn_ext.cli.types import fraction, learning_rate, nonnegative_int, op_weights, positive_int
 from ghn_ext.core.distributed import add_device_argument
 from ghn_ext.models.ghn import GHNConfig
 from ghn_ext.spaces import classification
@@ -25,7 +25,7 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
                     hidden=a.hidden, message_hidden=a.message_hidden, hyper_hidden=a.hyper_hidden)
     return TrainConfig(space=a.space, steps=a.steps, batch_size=a.batch_size, archs_per_step=a.archs_per_step,
                        lr=a.lr, ema=a.ema, num_nodes=a.num_nodes, num_blocks=a.num_blocks, channels=a.channels,
-                       cells_per_stage=a.cells_per_stage, seed=a.seed, eval_every=a.eval_every,
+                       cells_per_stage=a.cells_per_stage, op_weights=a.op_weights, seed=a.seed, eval_every=a.eval_every,
                        eval_archs=a.eval_archs, eval_images=a.eval_images,
                        checkpoint_every=a.checkpoint_every, snapshot_every=a.snapshot_every,
                        data_dir=a.data_dir, ghn=ghn, model=a.model)
@@ -63,6 +63,9 @@ def training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema", type=fraction, default=0.0,
                    help="keep an exponential moving average of the parameters with this decay (e.g. 0.998) "
                         "and save it instead of the last step's; 0: off")
+    p.add_argument("--op-weights", type=op_weights, default=None, metavar="OP=W,...",
+                   help="nb201: relative weights of the edge ops in training cells, e.g. "
+                   "nor_conv_3x3=3,nor_conv_1x1=3,skip_connect=2,avg_pool_3x3=2,none=2 (ops left out: 0; default uniform)")
     p.add_argument("--T", type=positive_int, default=5, help="propagation passes")
     p.add_argument("--scheme", choices=("fb", "sync"), default="fb",
                    help="propagation: forward-backward through the graph (paper) or synchronous")

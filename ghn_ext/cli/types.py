@@ -54,6 +54,19 @@ def int_list(item: Callable[[str], int]) -> Callable[[str], list[int]]:
     return parse
 
 
+def op_weights(text: str) -> dict[str, float]:
+    """`op=weight,op=weight,...`: relative weights of named ops (which ops exist is the space's to check)."""
+    weights = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        op, sep, value = item.partition("=")
+        if not sep or not op.strip():
+            raise argparse.ArgumentTypeError(f"expected op=weight pairs separated by commas, got {item!r}")
+        weights[op.strip()] = nonnegative_real(value.strip())
+    if not weights:
+        raise argparse.ArgumentTypeError("expected at least one op=weight pair")
+    return weights
+
+
 def _real(text: str, ok: Callable[[float], bool], allowed: str) -> float:
     try:
         value = float(text)

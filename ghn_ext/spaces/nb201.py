@@ -15,6 +15,7 @@ checks the correspondence).
 from __future__ import annotations
 
 import itertools
+import math
 import re
 
 from ghn_ext.core.graph import ArchGraph, GraphError, Node
@@ -131,9 +132,27 @@ def arch_string(graph: ArchGraph) -> str:
     return to_string(cell_ops(graph))
 
 
-def sample_ops(rng) -> tuple[str, ...]:
-    """A uniformly random cell: one op per edge."""
-    return tuple(rng.choice(OPS) for _ in EDGES)
+def check_op_weights(weights: dict[str, float]) -> dict[str, float]:
+    """Relative sampling weights per op (ops left out weigh 0), checked: known ops, finite, non-negative,
+    at least one positive."""
+    if not isinstance(weights, dict) or not weights:
+        raise GraphError(f"op weights must be a non-empty mapping of op to weight, got {weights!r}")
+    for op, w in weights.items():
+        if op not in OPS:
+            raise GraphError(f"unknown op {op!r} in the op weights; known: {', '.join(OPS)}")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise GraphError(f"the weight of {op} must be a finite number >= 0, got {w!r}")
+    if not any(weights.values()):
+        raise GraphError("at least one op needs a positive weight")
+    return {op: float(weights.get(op, 0.0)) for op in OPS}
+
+
+def sample_ops(rng, op_weights: dict[str, float] | None = None) -> tuple[str, ...]:
+    """A random cell, one op per edge: uniform, or each edge drawn independently with `op_weights`."""
+    if op_weights is None:
+        return tuple(rng.choice(OPS) for _ in EDGES)
+    weights = check_op_weights(op_weights)
+    return tuple(rng.choices(OPS, weights=[weights[op] for op in OPS], k=len(EDGES)))
 
 
 def sample_architecture(rng) -> ArchGraph:

@@ -35,12 +35,13 @@ from ghn_ext.core.data import TensorLoader, cifar10_splits
 from ghn_ext.core.distributed import DistContext, all_sum, deal, gather_lists, wrap_ddp
 from ghn_ext.workflows.evaluate import score_architectures
 from ghn_ext.core.checkpoints import CheckpointError, resume_state, resuming_from, save_state
+from ghn_ext.core.graph import GraphError
 from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
 from ghn_ext.core.files import truncate_log
 from ghn_ext.nets.network import run_network
 from ghn_ext.models.oneshot import OneShotConfig, OneShotModel
 from ghn_ext.core.progress import progress_bar
-from ghn_ext.spaces import classification, make_sampler
+from ghn_ext.spaces import classification, make_sampler, nb201
 from ghn_ext.core.run_log import read_log, training_seconds
 
 TRAIN_STATE_FORMAT = "ghn_ext.train/1"
@@ -83,6 +84,8 @@ class TrainConfig:
     num_blocks: int = 18            # cells of the classification networks
     channels: Optional[int] = None  # initial width (space default when None)
     cells_per_stage: int = 5        # NAS-Bench-201 skeleton
+    op_weights: Optional[dict[str, float]] = None  # NAS-Bench-201: relative weights of the edge ops in
+                                    # the training cells (None: uniform)
     augment: bool = True
     seed: int = 0
     checkpoint_every: int = 50
@@ -108,6 +111,13 @@ class TrainConfig:
         require_int("training", "seed", self.seed, 0, MAX_SEED)
         if not (math.isfinite(self.lr) and 0.0 < self.lr <= 10.0):
             raise InputError(f"training lr must be in (0, 10], got {self.lr}")
+        if self.op_weights is not None:  # checked and completed (0 for ops left out) before it is saved
+            if self.space != "nb201":
+                raise InputError(f"op weights apply to the nb201 space only, not {self.space!r}")
+            try:
+                object.__setattr__(self, "op_weights", nb201.check_op_weights(self.op_weights))
+            except GraphError as exc:
+                raise InputError(f"training {exc}") from exc
         if self.ghn is None:
             object.__setattr__(self, "ghn", GHNConfig(space=self.space))
         elif not isinstance(self.ghn, GHNConfig):
@@ -128,7 +138,8 @@ class TrainConfig:
         """Training architectures; anytime networks have random node counts per block (appendix 7.2)
         unless `evaluation` asks for the full-size networks the search ranks."""
         return make_sampler(self.space, num_nodes or self.num_nodes, self.num_blocks, self.channels,
-                            self.cells_per_stage, random_nodes=self.space == "anytime" and not evaluation)
+                            self.cells_per_stage, random_nodes=self.space == "anytime" and not evaluation,
+                            op_weights=None if evaluation else self.op_weights)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
