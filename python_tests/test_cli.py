@@ -643,13 +643,18 @@ def test_train_flags_left_unset_take_the_space_defaults():
 
 
 def test_train_op_weights_flag(tmp_path, capsys):
-    """--op-weights op=w,...: parsed at the command line, checked by the space; a bad one is one line."""
+    """--op-weights op=w,...: parsed at the command line, checked by the space; a bad one is one line.
+    nb201 trains on convolution-heavy cells by default (bench/studies/nb201_ranking/op_weights)."""
     parse = cli.build_parser().parse_args
     cfg = cli.train._train_config(parse(["train", "--space", "nb201", "--out", "o",
                                          "--op-weights", "nor_conv_3x3=3, skip_connect=1.5"]))
     assert cfg.op_weights == {"none": 0.0, "skip_connect": 1.5, "nor_conv_1x1": 0.0, "nor_conv_3x3": 3.0,
                               "avg_pool_3x3": 0.0}
-    assert cli.train._train_config(parse(["train", "--space", "nb201", "--out", "o"])).op_weights is None
+    assert cli.train._train_config(parse(["train", "--space", "nb201", "--out", "o"])).op_weights == {
+        "none": 2.0, "skip_connect": 2.0, "nor_conv_1x1": 7.0, "nor_conv_3x3": 7.0, "avg_pool_3x3": 2.0}
+    uniform = parse(["train", "--space", "nb201", "--out", "o", "--op-weights", "uniform"])
+    assert cli.train._train_config(uniform).op_weights is None
+    assert cli.train._train_config(parse(["train", "--out", "o"])).op_weights is None  # the paper's space
     for bad, message in (("nor_conv_3x3", "expected op=weight pairs"), ("none=-1", "a finite number >= 0"),
                          (",", "at least one op=weight pair")):
         with pytest.raises(SystemExit):

@@ -20,6 +20,8 @@ def _train_config(a: argparse.Namespace) -> TrainConfig:
     for key, value in defaults.items():  # flags left unset take the space's defaults
         if getattr(a, key) is None:
             setattr(a, key, value)
+    if a.op_weights == "uniform":
+        a.op_weights = None
     ghn = GHNConfig(space=a.space, T=a.T, scheme=a.scheme, share_params=not a.no_share,
                     pass_embedding=not a.no_pass, naive_hypernet=a.naive, block_channels=a.block_channels,
                     hidden=a.hidden, message_hidden=a.message_hidden, hyper_hidden=a.hyper_hidden)
@@ -64,8 +66,8 @@ def training_args(p: argparse.ArgumentParser) -> None:
                    help="keep an exponential moving average of the parameters with this decay (e.g. 0.998) "
                         "and save it instead of the last step's; 0: off")
     p.add_argument("--op-weights", type=op_weights, default=None, metavar="OP=W,...",
-                   help="nb201: relative weights of the edge ops in training cells, e.g. "
-                   "nor_conv_3x3=3,nor_conv_1x1=3,skip_connect=2,avg_pool_3x3=2,none=2 (ops left out: 0; default uniform)")
+                   help="nb201: relative weights of the edge ops in training cells (ops left out: 0), or "
+                   "'uniform'; default nor_conv_3x3=7,nor_conv_1x1=7,skip_connect=2,avg_pool_3x3=2,none=2")
     p.add_argument("--T", type=positive_int, default=5, help="propagation passes")
     p.add_argument("--scheme", choices=("fb", "sync"), default="fb",
                    help="propagation: forward-backward through the graph (paper) or synchronous")

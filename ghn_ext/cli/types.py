@@ -54,8 +54,11 @@ def int_list(item: Callable[[str], int]) -> Callable[[str], list[int]]:
     return parse
 
 
-def op_weights(text: str) -> dict[str, float]:
-    """`op=weight,op=weight,...`: relative weights of named ops (which ops exist is the space's to check)."""
+def op_weights(text: str) -> dict[str, float] | str:
+    """`op=weight,op=weight,...`: relative weights of named ops (which ops exist is the space's to check),
+    or `uniform`."""
+    if text.strip() == "uniform":
+        return "uniform"
     weights = {}
     for item in (x.strip() for x in text.split(",") if x.strip()):
         op, sep, value = item.partition("=")

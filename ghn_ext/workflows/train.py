@@ -54,9 +54,12 @@ RESUMABLE_CHANGES = {"steps", "checkpoint_every", "snapshot_every", "eval_every"
 # a GHN trained on one cell per stage ranks cells (scored in that skeleton) far better per hour than one
 # trained on the benchmark's five, and does not transfer to five; a 64-channel emitted block, one block
 # for the widest stage's convolutions instead of four tiles, ranks better than 32 at no extra time
-# (bench/studies/nb201_ranking).
+# (bench/studies/nb201_ranking). Training cells draw each edge's op with the convolutions at 0.35 each and
+# the parameter-free ops at 0.1: a GHN trained on uniform cells emits good weights for the cells that need
+# few (skip- and pool-heavy), over-ranking them against the convolution-heavy cells full training favours.
 SPACE_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "nb201": {"cells_per_stage": 1, "channels": 16, "steps": 20000, "block_channels": 64, "snapshot_every": 3000},
+    "nb201": {"cells_per_stage": 1, "channels": 16, "steps": 20000, "block_channels": 64, "snapshot_every": 3000,
+              "op_weights": {"nor_conv_3x3": 7, "nor_conv_1x1": 7, "skip_connect": 2, "avg_pool_3x3": 2, "none": 2}},
 }
 
 
