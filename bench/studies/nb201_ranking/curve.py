@@ -1,7 +1,7 @@
 """Ranking quality of GHN runs' snapshots against their training time: the rows of a `ghn correlate
 --space nb201` table whose predictor names start with one of PREFIXES (comma-separated, one run each; its
 snapshots named as `--ghn PREFIX@0.5h=...`), drawn as Spearman and top-10% recall (95% bootstrap
-intervals) against training hours, one line per run, beside the other rows as horizontal lines.
+intervals) against training hours, one line per run, beside the other single predictors as horizontal lines.
 
     python bench/studies/nb201_ranking/curve.py OUT/table_cifar10_test_200ep.json 'GHN@' curve.png
     python bench/studies/nb201_ranking/curve.py OUT/table_cifar10_test_200ep.json 'runA@,runB@' curve.png
@@ -28,7 +28,7 @@ def main(table: str, prefixes: str, png: str) -> None:
     runs = {p: snapshots(rows, p) for p in prefixes.split(",")}
     if missing := [p for p, run in runs.items() if not run]:
         sys.exit(f"no row of {table} starts with {', '.join(map(repr, missing))}")
-    others = [r for r in rows if not any(r["predictor"].startswith(p) for p in runs)]
+    others = [r for r in rows if not any(r["predictor"].startswith(p) for p in runs) and "+" not in r["predictor"]]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((axes[0], "spearman", "Spearman"), (axes[1], "top10_recall", "top-10% recall")):
         for i, (prefix, run) in enumerate(runs.items()):
