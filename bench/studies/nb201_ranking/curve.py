@@ -14,9 +14,8 @@ from pathlib import Path
 
 
 def snapshots(rows: list[dict], prefix: str) -> list[dict]:
-    """One run's rows (its rank means with a proxy left out), ordered by training time."""
-    return sorted((r for r in rows if r["predictor"].startswith(prefix) and "+" not in r["predictor"]),
-                  key=lambda r: r["initial_hours"])
+    """One run's rows, ordered by training time."""
+    return sorted((r for r in rows if r["predictor"].startswith(prefix)), key=lambda r: r["initial_hours"])
 
 
 def main(table: str, prefixes: str, png: str) -> None:
@@ -24,11 +23,12 @@ def main(table: str, prefixes: str, png: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = json.loads(Path(table).read_text())
+    # single predictors only: a rank mean with a proxy ("... + synflow") is neither a snapshot nor a baseline
+    rows = [r for r in json.loads(Path(table).read_text()) if "+" not in r["predictor"]]
     runs = {p: snapshots(rows, p) for p in prefixes.split(",")}
     if missing := [p for p, run in runs.items() if not run]:
         sys.exit(f"no row of {table} starts with {', '.join(map(repr, missing))}")
-    others = [r for r in rows if not any(r["predictor"].startswith(p) for p in runs) and "+" not in r["predictor"]]
+    others = [r for r in rows if not any(r["predictor"].startswith(p) for p in runs)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((axes[0], "spearman", "Spearman"), (axes[1], "top10_recall", "top-10% recall")):
         for i, (prefix, run) in enumerate(runs.items()):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import rankdata
 
-from ghn_ext.core.rank_measures import top_recall
+from ghn_ext.core.rank_measures import ranking_measures
 from ghn_ext.studies.truth_table import read_truth_table
 
 NOISE = {"accuracy points": (0.5, 0.75, 1.0, 1.5, 2.0), "rank quantiles": (0.08, 0.10, 0.12, 0.15, 0.20)}
@@ -31,9 +31,9 @@ def main() -> None:
     for unit, levels in NOISE.items():
         base = true if unit == "accuracy points" else rankdata(true) / len(true)
         for std in levels:
-            draws = [base + rng.normal(0, std, len(true)) for _ in range(a.draws)]
-            rho = np.mean([spearmanr(d, true)[0] for d in draws])
-            recall = np.array([top_recall(d, true) for d in draws])
+            measures = [ranking_measures(base + rng.normal(0, std, len(true)), true) for _ in range(a.draws)]
+            rho = np.mean([m["spearman"] for m in measures])
+            recall = np.array([m["top10_recall"] for m in measures])
             lo, hi = np.percentile(recall, [5, 95])
             print(f"| {unit} | {std} | {rho:.3f} | {recall.mean():.2f} ({lo:.2f}-{hi:.2f}) |")
 
