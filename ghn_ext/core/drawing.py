@@ -4,13 +4,35 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol, Sequence
 
-if TYPE_CHECKING:
-    from ghn_ext.core.graph import ArchGraph
+# The drawing names only what it reads of a graph, so this module imports nothing of ghn_ext and
+# ghn_ext.core.graph (whose ArchGraph.render_png draws with it) can import it without a cycle.
 
 
-def draw_png(graph: "ArchGraph", path: str | Path, title: str = "") -> Path:
+class DrawableNode(Protocol):
+    @property
+    def exit(self) -> bool: ...  # drawn in red: feeds an early-exit classifier
+
+
+class DrawableGraph(Protocol):
+    """What :func:`draw_png` needs of a graph; :class:`ghn_ext.core.graph.ArchGraph` has it."""
+
+    @property
+    def nodes(self) -> Sequence[DrawableNode]: ...
+
+    @property
+    def edges(self) -> Sequence[tuple[int, int]]: ...
+
+    def predecessors(self) -> list[list[int]]: ...
+
+    def topological_order(self) -> list[int]: ...
+
+    def node_label(self, i: int) -> str: ...
+
+
+def draw_png(graph: DrawableGraph, path: str | Path, title: str = "") -> Path:
+    """Draw `graph` (an :class:`~ghn_ext.core.graph.ArchGraph`) to the PNG file `path`; returns it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

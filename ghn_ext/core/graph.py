@@ -19,6 +19,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
+from ghn_ext.core.drawing import draw_png
 from ghn_ext.core.primitives import OP_INDEX, PRIMITIVES
 
 FORMAT = "ghn_ext.graph/1"
@@ -252,7 +253,6 @@ class ArchGraph:
             if engine == "graphviz":
                 raise GraphError("rendering with graphviz needs its `dot` binary (e.g. `apt-get install "
                                  "graphviz`); engine='auto' draws with matplotlib without it")
-            from ghn_ext.core.drawing import draw_png
             return draw_png(self, path, title)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
