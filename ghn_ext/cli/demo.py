@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ghn_ext.cli.common import not_anytime
+from ghn_ext.cli.common import not_anytime, shared_args
 from ghn_ext.spaces import SPACES
 
 
@@ -15,12 +15,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
-    p.add_argument("--space", choices=SPACES, default="classification")
+    p.add_argument("--space", choices=SPACES, default="classification", help="search space")
     p.add_argument("--budget", choices=("full", "ci"), default="full",
                    help="full: the ~10 minute demo; ci: a one-minute smoke run")
     p.add_argument("--out", default="report")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--quiet", action="store_true")
+    shared_args(p, "data_dir", "quiet")
     p.set_defaults(func=cmd_demo, holds="out")
 
 

@@ -5,10 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ghn_ext.cli.common import not_anytime, run_training, space_args
+from ghn_ext.cli.common import not_anytime, run_training, shared_args, skeleton_of, space_args
 from ghn_ext.cli.types import fraction, learning_rate, nonnegative_int, nonnegative_real, positive_int
 from ghn_ext.core.distributed import add_device_argument
-from ghn_ext.spaces import classification
 from ghn_ext.spaces.reading import read_architectures
 from ghn_ext.workflows.final import FinalConfig
 from ghn_ext.core.checks import InputError
@@ -22,7 +21,7 @@ def cmd_train_final(a: argparse.Namespace) -> int:
     if bool(a.arch) == bool(a.ranking):
         raise InputError("give exactly one of --arch (a file of architectures) and --ranking (ranking.json)")
     if a.arch:
-        candidates = read_architectures(a.arch, a.space, a.num_blocks, a.channels, a.cells_per_stage)
+        candidates = read_architectures(a.arch, a.space, **skeleton_of(a))
     else:
         path = Path(a.ranking)
         if not path.is_file():
@@ -35,8 +34,7 @@ def cmd_train_final(a: argparse.Namespace) -> int:
         raise InputError(f"--rank {a.rank} is out of range: {len(candidates)} architectures")
     graph = candidates[a.rank]
     if a.ranking:
-        macro = SearchConfig(num_blocks=a.num_blocks, channels=a.channels, cells_per_stage=a.cells_per_stage)
-        graph = arch_from_record(graph, a.space, macro)
+        graph = arch_from_record(graph, a.space, SearchConfig(**skeleton_of(a)))
     cfg = FinalConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, drop_path=a.drop_path,
                       aux_weight=a.aux_weight, cutout=a.cutout, train_images=a.train_images,
                       val_images=a.val_images, seed=a.seed, checkpoint_every=a.checkpoint_every,
@@ -49,7 +47,8 @@ def cmd_train_final(a: argparse.Namespace) -> int:
 
 
 def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
-    space_args(p, classification.EVAL_NODES)
+    space_args(p)
+    shared_args(p, "data_dir", "seed", "quiet")
     p.add_argument("--arch", help="file of architectures, one per line (see `ghn score`)")
     p.add_argument("--ranking", help="ranking.json of `ghn search`")
     p.add_argument("--rank", type=nonnegative_int, default=0, help="which line / rank to train (0: the first / best)")

@@ -5,20 +5,20 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from ghn_ext.cli.common import not_anytime, scoring_skeleton, space_args
+from ghn_ext.cli.common import DeprecatedAlias, not_anytime, shared_args, skeleton_of, space_args
 from ghn_ext.cli.types import shard_argument, int_list, learning_rate, nonnegative_int, positive_int, seed
 from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
 from ghn_ext.studies.ablation import STUDIES
 from ghn_ext.studies.groundtruth import Protocol, run_groundtruth
 from ghn_ext.workflows.train import TrainConfig
-from ghn_ext.spaces import classification
+from ghn_ext.spaces import SPACES, classification, get_space
 from ghn_ext.core.checks import InputError
 
 
 def cmd_groundtruth(a: argparse.Namespace) -> int:
     not_anytime(a, "train-final")
     protocol = Protocol(space=a.space, num_nodes=a.num_nodes, num_blocks=a.num_blocks,
-                        channels=a.channels or Protocol.channels, cells_per_stage=a.cells_per_stage,
+                        channels=a.channels, cells_per_stage=a.cells_per_stage,
                         train_images=a.train_images, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                         val_images=a.val_images, seed=a.seed, repeats=a.repeats)
     records = run_groundtruth(protocol, a.out, a.num_archs, a.data_dir, progress=not a.quiet, shard=a.shard)
@@ -41,7 +41,7 @@ def cmd_correlate(a: argparse.Namespace) -> int:
     )
     from ghn_ext.studies.groundtruth import groundtruth_set
 
-    if a.space == "nb201":
+    if get_space(a.space).truth_table:
         return _correlate_nb201_table(a)
     if a.finetune_steps and not (a.ghn or a.oneshot):
         raise InputError("--finetune-steps trains the weights of a GHN or one-shot model: give --ghn or --oneshot")
@@ -78,6 +78,7 @@ def cmd_correlate(a: argparse.Namespace) -> int:
 
 def _correlate_nb201_table(a: argparse.Namespace) -> int:
     """`ghn correlate --space nb201`: predictors against a CSV table of published accuracies."""
+    from ghn_ext.workflows.score import load_ghn
     from ghn_ext.core.data import cifar10_splits
     from ghn_ext.studies.correlate_nb201 import (
         baseline_predictor,
@@ -85,7 +86,6 @@ def _correlate_nb201_table(a: argparse.Namespace) -> int:
         ghn_predictor,
     )
     from ghn_ext.studies.truth_table import read_truth_table
-    from ghn_ext.workflows.evaluate import DEFAULT_SIGNAL
     from ghn_ext.models.pretrained import resolve_checkpoint
 
     unused = [flag for flag, value in (("--oneshot", a.oneshot), ("--sgd-steps", a.sgd_steps),
@@ -102,11 +102,9 @@ def _correlate_nb201_table(a: argparse.Namespace) -> int:
     predictors = []
     for spec in a.ghn:
         name, _, path = spec.rpartition("=")
-        path = resolve_checkpoint(path)
-        ghn = GraphHyperNetwork.load(path, "nb201")
-        channels, cells_per_stage = scoring_skeleton(path, a.channels, a.cells_per_stage)
-        predictors.append(ghn_predictor(name or "GHN", ghn, path, splits.val.head(a.val_images), channels,
-                                        cells_per_stage, a.signal or DEFAULT_SIGNAL["nb201"]))
+        ghn = load_ghn(path, a.space)
+        predictors.append(ghn_predictor(name or "GHN", ghn, resolve_checkpoint(path), splits.val.head(a.val_images),
+                                        skeleton_of(a), a.signal))
     # the proxies' images come from the training split, which no GHN score reads
     predictors += [baseline_predictor(kind, splits.train.head(a.proxy_images)) for kind in a.baselines]
     results = correlate_table(predictors, table, a.column, a.out, progress=not a.quiet, resamples=a.resamples)
@@ -132,7 +130,7 @@ def _indices_text(indices: Optional[tuple[int, Optional[int]]]) -> str:
 def cmd_ablate(a: argparse.Namespace) -> int:
     from ghn_ext.studies.ablation import run_ablation
 
-    base = TrainConfig(batch_size=a.batch_size, lr=a.lr, seed=a.seed, ghn=GHNConfig(block_channels=a.block_channels))
+    base = TrainConfig(batch_size=a.batch_size, lr=a.lr, seed=a.seed, ghn=GHNConfig(tile_channels=a.tile_channels))
     report = run_ablation(a.groundtruth, a.out, a.steps, a.study or STUDIES, a.nodes, a.T, base, a.data_dir,
                           progress=not a.quiet)
     print(report, end="")
@@ -172,7 +170,9 @@ def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
 
 
 def _groundtruth_arguments(p: argparse.ArgumentParser) -> None:
-    space_args(p, Protocol.num_nodes, num_blocks=Protocol.num_blocks)
+    space_args(p, spaces=tuple(s for s in SPACES if not get_space(s).anytime),
+               defaults={k: getattr(Protocol, k) for k in ("num_nodes", "num_blocks", "channels", "cells_per_stage")})
+    shared_args(p, "data_dir", "seed", "quiet")
     p.add_argument("--out", required=True, help="results JSON file (e.g. bench/studies/classification_correlation/groundtruth/classification.json)")
     p.add_argument("--num-archs", type=positive_int, default=50)
     p.add_argument("--train-images", type=positive_int, default=Protocol.train_images,
@@ -186,11 +186,11 @@ def _groundtruth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", type=shard_argument, default=(0, 1),
                    help="r/n: train only architectures i with i %% n == r; n processes, one per shard, can "
                    "grow the same --out file at once")
-    p.set_defaults(func=cmd_groundtruth, cells_per_stage=Protocol.cells_per_stage)
+    p.set_defaults(func=cmd_groundtruth)
 
 
 def _correlate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--space", choices=("classification", "nb201"), default="classification",
+    p.add_argument("--space", choices=tuple(s for s in SPACES if not get_space(s).anytime), default="classification",
                    help="nb201: --groundtruth is a CSV table of published NAS-Bench-201 accuracies "
                    "(e.g. dev_1000.csv); the baselines (parameter count, FLOPs, synflow, NASWOT, the "
                    "table's 12-epoch column) are tabulated beside the GHNs")
@@ -210,7 +210,7 @@ def _correlate_arguments(p: argparse.ArgumentParser) -> None:
                    help="nb201: cells per stage a GHN scores cells in (default: the GHN's training skeleton)")
     p.add_argument("--resamples", type=positive_int, default=1000, help="nb201: bootstrap resamples of the intervals")
     p.add_argument("--signal", choices=("accuracy", "loss"), default=None,
-                   help="nb201: a GHN's score, validation accuracy or (negated) loss (default: loss)")
+                   help="nb201: a GHN's score, validation accuracy or (negated) loss (default: the GHN's, nb201's loss)")
     p.add_argument("--ghn", action="append", default=[], metavar="[NAME=]PATH",
                    help="a trained GHN (ghn.pt); repeat to compare several")
     p.add_argument("--oneshot", metavar="[NAME=]PATH",
@@ -233,8 +233,7 @@ def _correlate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--indices", type=_index_range, metavar="START:STOP",
                    help="only the ground truth's architectures with START <= index < STOP, e.g. 50: for "
                    "those added after the first 50 (a held-out set for predictors chosen on those)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--quiet", action="store_true")
+    shared_args(p, "data_dir", "quiet")
     p.set_defaults(func=cmd_correlate)
 
 
@@ -246,12 +245,12 @@ def _ablate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=300, help="training steps of every variant")
     p.add_argument("--nodes", type=int_list(positive_int), default=[3, 5, 7, 11, classification.EVAL_NODES], help="N of the nodes study")
     p.add_argument("--T", type=int_list(positive_int), default=[1, 3, 5], help="T of the propagation study")
-    p.add_argument("--block-channels", type=positive_int, default=32)
+    p.add_argument("--tile-channels", type=positive_int, default=32, help="channels of the weight tile the GHN emits")
+    p.add_argument("--block-channels", dest="tile_channels", type=positive_int, action=DeprecatedAlias,
+                   instead="--tile-channels", help="deprecated spelling of --tile-channels")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--lr", type=learning_rate, default=1e-3)
-    p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--quiet", action="store_true")
+    shared_args(p, "seed", "data_dir", "quiet")
     p.set_defaults(func=cmd_ablate, holds="out")
 
 
@@ -260,6 +259,5 @@ def _compare_top_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ranking", required=True, help="ranking.json of `ghn search` at the protocol's shape")
     p.add_argument("--k", type=positive_int, default=10)
     p.add_argument("--out", required=True, help="folder: trained.json, compare.md, compare.json, compare.png")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--quiet", action="store_true")
+    shared_args(p, "data_dir", "quiet")
     p.set_defaults(func=cmd_compare_top, holds="out")

@@ -103,6 +103,21 @@ def truncate_log(path: str | Path, steps_done: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+def read_records(path: str | Path) -> Iterator[dict]:
+    """The JSON objects of a JSON-lines file, in order; a line cut short by a kill (or anything not an
+    object) is skipped; nothing when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError, ValueError):
+            continue
+        if isinstance(record, dict):
+            yield record
+
+
 def end_with_newline(path: str | Path) -> None:
     """After a JSON-lines record cut short by a kill, start the next appended one on a line of its own."""
     path = Path(path)

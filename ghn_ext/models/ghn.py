@@ -2,6 +2,7 @@
 emits every free weight of the architecture.
 
     ghn = GraphHyperNetwork(GHNConfig(space="classification"))
+    scores = ghn.score(archs)               # validation score of each architecture (higher is better)
     weights = ghn(arch)                     # {node: {name: tensor}}, differentiable
     logits = Network(arch)(images, weights)
     model = ghn.materialize(arch)           # an nn.Module holding the generated weights
@@ -32,24 +33,34 @@ from ghn_ext.ops.emit import emit_edge_weights, emit_weights
 from ghn_ext.ops.propagate import GNNParams, SCHEMES, propagate
 from ghn_ext.ops.schedule import dag_schedule
 from ghn_ext.core.primitives import OP_INDEX, OP_NAMES, PRIMITIVES
+from ghn_ext.models.formats import GHN_FORMAT
+from ghn_ext.models.pretrained import pretrained_path
+from ghn_ext.models.scoring import ScoringConfig, score
+from ghn_ext.spaces.spec import get_space, is_registered
 
-CHECKPOINT_FORMAT = "ghn_ext.ghn/1"
+CHECKPOINT_FORMAT = GHN_FORMAT
 MAX_PASSES = 1000  # propagation passes T: the paper uses 5; more only grows a buffer of 2*T*N rows
 _STRIDES, _SCALES = (1, 2, 4), (0, 32, 16, 8)
 NUM_FEATURES = len(OP_NAMES) + len(_STRIDES) + len(_SCALES) + 1
 # The op vocabulary of checkpoints that do not record theirs: everything before "norm_relu" was added
 _LEGACY_OP_NAMES = OP_NAMES[:OP_NAMES.index("norm_relu")]
+# Defaults of the settings a space may change (ghn_ext.spaces.spec.SearchSpace.ghn_defaults)
+SPACE_SETTINGS = {"tile_channels": 32, "kernel": 7, "edge_bottlenecks": False}
+LEGACY_NAMES = {"block_channels": "tile_channels"}  # old name -> new, as configs saved before the rename say
 
 
 @dataclass(frozen=True)
 class GHNConfig:
+    """A GHN's architecture. Settings left at None take the space's defaults (its spec's ghn_defaults),
+    then those of SPACE_SETTINGS."""
     space: str = "classification"
     hidden: int = 32              # node embedding / GRU size (paper: 32)
     message_hidden: int = 32      # message MLP hidden size (paper: 32)
     hyper_hidden: int = 64        # hypernet MLP hidden size (paper: 64)
-    block_channels: int = 32      # emitted block is (C, C, K, K)
+    tile_channels: Optional[int] = None  # C of the weight tile the MLP emits per node, (C, C, K, K); every
+                                  # weight is sliced from it or tiled with it. Default 32 (nb201: 64)
     kernel: Optional[int] = None  # K: largest kernel side of the space; default 7 (the 1x7 convs; 3 for
-                                  # NAS-Bench-201, whose largest is 3x3: a block a fifth of the size)
+                                  # NAS-Bench-201, whose largest is 3x3: a tile a fifth of the size)
     T: int = 5                    # propagation passes
     scheme: str = "fb"            # "fb" forward-backward (Eq. 15) or "sync"
     share_params: bool = True     # stacked GHN shares GNN parameters across blocks (Table 5: SP)
@@ -60,16 +71,25 @@ class GHNConfig:
     edge_bottlenecks: Optional[bool] = None  # bottlenecks from edge embeddings; default: anytime space
 
     def __post_init__(self):
+        space_defaults = get_space(self.space).ghn_defaults if is_registered(self.space) else {}
+        for name, default in SPACE_SETTINGS.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, space_defaults.get(name, default))
         if self.scheme not in SCHEMES:
             raise InputError(f"unknown propagation scheme {self.scheme!r}; choose one of {SCHEMES}")
         for name, low, high in (("hidden", 1, 4096), ("message_hidden", 1, 4096), ("hyper_hidden", 1, 4096),
-                                ("block_channels", 1, 1024), ("T", 1, MAX_PASSES), ("max_blocks", 1, 4096)):
+                                ("tile_channels", 1, 1024), ("kernel", 1, 15), ("T", 1, MAX_PASSES),
+                                ("max_blocks", 1, 4096)):
             require_int("GHN", name, getattr(self, name), low, high)
         object.__setattr__(self, "input_size", tuple(self.input_size))
-        if self.kernel is None:
-            object.__setattr__(self, "kernel", 3 if self.space == "nb201" else 7)
-        if self.edge_bottlenecks is None:
-            object.__setattr__(self, "edge_bottlenecks", self.space == "anytime")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], legacy: Optional[dict[str, Any]] = None) -> "GHNConfig":
+        """The config `asdict` saved (its old field names read too); fields it lacks take `legacy`'s
+        values, then today's defaults."""
+        d = {LEGACY_NAMES.get(k, k): v for k, v in d.items()}
+        known = {f.name for f in fields(cls)}
+        return cls(**{**(legacy or {}), **{k: v for k, v in d.items() if k in known}})
 
 
 def node_features(node: Node) -> list[float]:
@@ -160,9 +180,14 @@ class EdgePlan:
 
 
 class GraphHyperNetwork(nn.Module):
-    def __init__(self, config: GHNConfig = GHNConfig()):
+    """A GHN: `ghn(archs)` generates every weight of the architectures, `ghn.score(archs)` ranks them.
+    `scoring` says how it scores (default: its space's signal and skeleton); training records the
+    skeleton it was trained in, and checkpoints carry it."""
+
+    def __init__(self, config: GHNConfig = GHNConfig(), scoring: Optional[ScoringConfig] = None):
         super().__init__()
         self.config = cfg = config
+        self.scoring = scoring or ScoringConfig.for_space(cfg.space)
         D, Hm, P = cfg.hidden, cfg.message_hidden, 1 if cfg.share_params else cfg.max_blocks
         self.embed = nn.Linear(NUM_FEATURES, D, bias=False)  # learned embedding of the one-hot
 
@@ -174,12 +199,12 @@ class GraphHyperNetwork(nn.Module):
         self.msg_w2, self.msg_b2 = param(D, Hm, fan_in=Hm), param(D, fan_in=Hm)
         self.gru_w_ih, self.gru_w_hh = param(3 * D, D), param(3 * D, D)
         self.gru_b_ih, self.gru_b_hh = param(3 * D), param(3 * D)
-        block_numel = cfg.block_channels ** 2 * cfg.kernel ** 2
+        block_numel = cfg.tile_channels ** 2 * cfg.kernel ** 2
         if cfg.edge_bottlenecks:
             # 1x1 blocks from [parent, child] embeddings, unit variance at initialisation as the node
             # blocks below; edge_in's bias is U(-1/sqrt(2D), 1/sqrt(2D)), so E[z^2] ~ 1/(12D) here
             self.edge_in = nn.Linear(2 * D, cfg.hyper_hidden)
-            self.edge_out = nn.Linear(cfg.hyper_hidden, cfg.block_channels ** 2)
+            self.edge_out = nn.Linear(cfg.hyper_hidden, cfg.tile_channels ** 2)
             nn.init.normal_(self.edge_out.weight, std=math.sqrt(12.0 * D / cfg.hyper_hidden))
             nn.init.zeros_(self.edge_out.bias)
         self.hyper_in = nn.Linear(D, cfg.hyper_hidden)
@@ -227,14 +252,14 @@ class GraphHyperNetwork(nn.Module):
             out = torch.cat(pieces)[torch.argsort(order)]
         else:
             out = z @ self.hyper_out_w[0].t() + self.hyper_out_b[0]
-        c, k = cfg.block_channels, cfg.kernel
+        c, k = cfg.tile_channels, cfg.kernel
         return out.view(-1, c, c, k, k)
 
     def edge_blocks(self, h: Tensor, edges: Sequence[tuple[int, int]]) -> Tensor:
         """The edge hypernet: (N, D) embeddings and (parent, child) pairs -> (E, C, C, 1, 1) blocks."""
         idx = torch.tensor(edges, dtype=torch.int64, device=h.device).view(-1, 2)
         z = torch.relu(self.edge_in(torch.cat([h[idx[:, 0]], h[idx[:, 1]]], dim=1)))
-        c = self.config.block_channels
+        c = self.config.tile_channels
         return self.edge_out(z).view(-1, c, c, 1, 1)
 
     def emit(self, batch: GraphBatch, blocks: Tensor, h: Optional[Tensor] = None
@@ -266,6 +291,16 @@ class GraphHyperNetwork(nn.Module):
         weights = self.emit(batch, self.blocks(batch, h), h)
         return weights[0] if isinstance(arch_or_batch, ArchGraph) else weights
 
+    def score(self, archs: Sequence[str | ArchGraph], images=None, *, signal: Optional[str] = None,
+              skeleton: Optional[dict[str, Any]] = None, data_dir: Optional[str] = None, archs_per_batch: int = 4,
+              progress: bool = False) -> list[float]:
+        """Scores of `archs`, in order, higher is better: cell strings in the space's text format or
+        ArchGraphs, scored as :func:`ghn_ext.models.scoring.score` says (by default on the first 5,000
+        validation images of CIFAR-10, with this GHN's signal, in its scoring skeleton). `images` is a
+        count of validation images or a ghn_ext.core.data.Split."""
+        return score(self, archs, images, signal=signal, skeleton=skeleton, data_dir=data_dir,
+                     archs_per_batch=archs_per_batch, progress=progress)
+
     def check_space(self, graph: ArchGraph) -> None:
         if graph.space != self.config.space and graph.space != "custom":
             raise InputError(f"this GHN was built for the {self.config.space!r} space, "
@@ -276,30 +311,33 @@ class GraphHyperNetwork(nn.Module):
         """The architecture as an nn.Module initialised with generated weights (BatchNorm uses batch
         statistics, as when the GHN scores it): an AnytimeNetwork, which returns every exit's logits,
         when the architecture has early exits."""
-        anytime_net = arch.space == "anytime" or sum(PRIMITIVES[n.op].combine == "head" for n in arch.nodes) > 1
+        anytime_net = ((is_registered(arch.space) and get_space(arch.space).anytime)
+                       or sum(PRIMITIVES[n.op].combine == "head" for n in arch.nodes) > 1)
         cls = AnytimeNetwork if anytime_net else ArchNetwork
         return cls(arch, self.config.input_size, weights=self(arch), track_running_stats=False)
 
     def save(self, path: str | Path, extra: Optional[dict[str, Any]] = None) -> None:
         atomic_save(with_checksum({"format": CHECKPOINT_FORMAT, "config": asdict(self.config),
-                                   "op_names": list(OP_NAMES), "state_dict": self.state_dict(), **(extra or {})}),
+                                   "scoring": self.scoring.to_dict(), "op_names": list(OP_NAMES),
+                                   "state_dict": self.state_dict(), **(extra or {})}),
                     path)
 
     @classmethod
     def pretrained(cls, name: str, map_location="cpu") -> "GraphHyperNetwork":
         """A GHN shipped with the package ("nb201", ...: ghn_ext.models.pretrained.manifest()), checksum-verified."""
-        from ghn_ext.models.pretrained import pretrained_path  # that module reads this one's checkpoint format
         return cls.load(pretrained_path(name), map_location=map_location)
 
     @classmethod
     def load(cls, path: str | Path, space: Optional[str] = None, map_location="cpu") -> "GraphHyperNetwork":
         ckpt = load_checkpoint(path, CHECKPOINT_FORMAT, map_location, what="GHN")
         try:
-            config = GHNConfig(**{f.name: ckpt["config"][f.name] for f in fields(GHNConfig)
-                                  if f.name in ckpt["config"]})
-            ghn = cls(config)
+            # configs that lack a space setting were written when it had the default of the time
+            config = GHNConfig.from_dict(ckpt["config"], legacy={"tile_channels": 32})
+            scoring = (ScoringConfig.from_dict(ckpt["scoring"]) if "scoring" in ckpt
+                       else ScoringConfig.for_space(config.space, ckpt.get("train_config")))
+            ghn = cls(config, scoring)
             ghn.load_state_dict(remap_vocabulary(ckpt["state_dict"], ckpt.get("op_names", _LEGACY_OP_NAMES)))
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise CheckpointError(f"checkpoint {path} does not hold a valid GHN: {exc}") from exc
         bad = [name for name, p in ghn.state_dict().items() if not torch.isfinite(p).all()]
         if bad:  # it would score every architecture alike (at chance) without a word

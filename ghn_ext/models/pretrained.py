@@ -1,5 +1,6 @@
 """GHNs trained here and shipped inside the package, so that a user ranks architectures right after
-`pip install`: `GraphHyperNetwork.pretrained("nb201")`, or `--ckpt nb201` on the command line.
+`pip install`: `GraphHyperNetwork.pretrained("nb201")`, or `--ckpt nb201` on the command line (shipped with
+ghn_ext.models.shipping.export).
 
 Each lives in ghn_ext/checkpoints/ beside a manifest entry that records how it was made (the command, the
 data, the training time, what it measured) and the SHA-256 of its file. Loading checks the digest (a
@@ -13,9 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ghn_ext.core.checkpoints import CheckpointError, load_checkpoint
-from ghn_ext.models.ghn import CHECKPOINT_FORMAT, GraphHyperNetwork
-from ghn_ext.core.files import write_json_atomic
+from ghn_ext.core.checkpoints import CheckpointError
+from ghn_ext.models.formats import GHN_FORMAT as CHECKPOINT_FORMAT
 
 CHECKPOINT_DIR = Path(__file__).parents[1] / "checkpoints"  # ghn_ext/checkpoints
 MANIFEST = CHECKPOINT_DIR / "manifest.json"
@@ -69,23 +69,4 @@ def resolve_checkpoint(spec: str | Path) -> Path:
     return pretrained_path(str(spec))
 
 
-def export(name: str, source: str | Path, command: str, data: str, notes: dict[str, Any]) -> dict[str, Any]:
-    """Ship the GHN of `source` (a ghn.pt) as `name`: its parameters, configuration and training settings
-    only, written to CHECKPOINT_DIR/<name>.pt with a manifest entry recording `command`, `data`, its
-    training time and `notes` (what it measured). A maintainer's step, run once per release of a GHN."""
-    ghn = GraphHyperNetwork.load(source)
-    trained = load_checkpoint(source, CHECKPOINT_FORMAT, what="GHN").get("train_config")
-    path = CHECKPOINT_DIR / f"{name}.pt"
-    CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
-    ghn.save(path, extra={"train_config": trained} if trained else None)
-    from ghn_ext.core.run_log import training_seconds
-    entry = {"file": path.name, "sha256": sha256(path), "format": CHECKPOINT_FORMAT, "space": ghn.config.space,
-             "bytes": path.stat().st_size, "command": command, "data": data,
-             "training_hours": round(training_seconds(source) / 3600, 3), **notes}
-    write_json_atomic({**manifest(), name: entry}, MANIFEST)
-    for shipped in (path, MANIFEST):  # atomic writes create private files; a package's are world-readable
-        shipped.chmod(0o644)
-    return entry
-
-
-__all__ = ["export", "CHECKPOINT_DIR", "MANIFEST", "manifest", "pretrained_path", "resolve_checkpoint", "sha256"]
+__all__ = ["CHECKPOINT_DIR", "MANIFEST", "manifest", "pretrained_path", "resolve_checkpoint", "sha256"]

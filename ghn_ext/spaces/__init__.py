@@ -1,43 +1,32 @@
-"""Search spaces: the paper's classification space, NAS-Bench-201 and the anytime space."""
+"""Search spaces, one module and one registered spec each (:mod:`ghn_ext.spaces.spec`): the paper's
+classification space, NAS-Bench-201 and the anytime space.
+
+    from ghn_ext.spaces import get_space
+    nb201 = get_space("nb201")
+    graph = nb201.parse_cell("|nor_conv_3x3~0|+|...|")      # the space's text format
+    sampler = nb201.sampler(channels=16, cells_per_stage=1)  # random architectures
+"""
 from __future__ import annotations
 
 import random
-from typing import Callable
+from typing import Optional
 
 from ghn_ext.core.graph import ArchGraph
-from ghn_ext.spaces import anytime, classification, nb201
-from ghn_ext.core.checks import InputError
+from ghn_ext.spaces import classification, nb201, anytime  # each registers its spec, in this order
+from ghn_ext.spaces.spec import Sampler, SearchSpace, get_space, register_space, space_names
 
-SPACES = ("classification", "nb201", "anytime")
-Sampler = Callable[[random.Random], ArchGraph]
+SPACES = space_names()
 
 
-def make_sampler(space: str, num_nodes: int = classification.TRAIN_NODES, num_blocks: int = 18,
-                 channels: int | None = None, cells_per_stage: int = 5, random_nodes: bool = False,
-                 num_exits: int = anytime.NUM_EXITS, op_weights: dict[str, float] | None = None) -> Sampler:
-    """A function drawing one random architecture of `space` from a `random.Random`.
-
-    classification: cells of `num_nodes` nodes stacked `num_blocks` times, `channels` (32) initially;
-    nb201: random cells in the skeleton with `channels` (16) and `cells_per_stage` (5), their edge ops
-    uniform or drawn with the relative `op_weights` (nb201 only);
-    anytime: networks of 24/16/8 nodes (random counts up to those with `random_nodes`, for GHN
-    training), `num_exits` exits, base width `channels` (16).
-    """
-    if op_weights is not None and space != "nb201":
-        raise InputError(f"op weights apply to the nb201 space only, not {space!r}")
-    if space == "classification":
-        c = channels or 32
-        return lambda rng: classification.sample_architecture(rng, num_nodes, num_blocks, c)
-    if space == "nb201":
-        c = channels or 16
-        if op_weights is not None:
-            op_weights = nb201.check_op_weights(op_weights)
-        return lambda rng: nb201.network(nb201.sample_ops(rng, op_weights), c, cells_per_stage)
-    if space == "anytime":
-        c = channels or anytime.CHANNELS
-        return lambda rng: anytime.sample_architecture(rng, num_exits=num_exits, channels=c,
-                                                       random_nodes=random_nodes)
-    raise InputError(f"unknown search space {space!r}; choose one of {', '.join(SPACES)}")
+def make_sampler(space: str, num_nodes: Optional[int] = None, num_blocks: Optional[int] = None,
+                 channels: Optional[int] = None, cells_per_stage: Optional[int] = None, random_nodes: bool = False,
+                 num_exits: Optional[int] = None, op_weights: Optional[dict[str, float]] = None) -> Sampler:
+    """A function drawing one random architecture of `space` from a `random.Random`, at the skeleton
+    settings given (the space's defaults for those left at None). `random_nodes` or `op_weights` draw
+    training architectures (anytime: random node counts; nb201: edge ops with those relative weights)."""
+    return get_space(space).sampler(training=random_nodes or op_weights is not None, op_weights=op_weights,
+                                    num_nodes=num_nodes, num_blocks=num_blocks, channels=channels,
+                                    cells_per_stage=cells_per_stage, num_exits=num_exits)
 
 
 def sample_architecture(space: str, rng: random.Random, **kwargs) -> ArchGraph:
@@ -45,4 +34,5 @@ def sample_architecture(space: str, rng: random.Random, **kwargs) -> ArchGraph:
     return make_sampler(space, **kwargs)(rng)
 
 
-__all__ = ["SPACES", "Sampler", "make_sampler", "sample_architecture", "anytime", "classification", "nb201"]
+__all__ = ["SPACES", "Sampler", "SearchSpace", "get_space", "register_space", "make_sampler", "sample_architecture",
+           "anytime", "classification", "nb201"]

@@ -19,6 +19,7 @@ from typing import Sequence
 
 from ghn_ext.core.graph import ArchGraph, GraphError, Node
 from ghn_ext.core.checks import InputError
+from ghn_ext.spaces.spec import SearchSpace, register_space
 
 OPS: tuple[str, ...] = ("conv1x1", "conv3x3", "conv5x5", "max_pool3x3", "avg_pool3x3")
 BLOCK_NODES: tuple[int, ...] = (24, 16, 8)
@@ -114,3 +115,22 @@ def with_channels(graph: ArchGraph, channels: int) -> ArchGraph:
                        graph.nodes[-1].channels)
     except KeyError as exc:
         raise GraphError(f"not an anytime genotype graph: meta lacks {exc}") from exc
+
+
+class AnytimeSpace(SearchSpace):
+    name = "anytime"
+    summary = "anytime-prediction networks with early exits (paper Sec. 5.2), ranked by their accuracy-FLOPs curve"
+    text_format = "architecture-graph JSON (ArchGraph.to_dict)"
+    skeleton_defaults = {"channels": CHANNELS, "num_exits": NUM_EXITS}
+    ghn_defaults = {"edge_bottlenecks": True}
+    anytime = True
+
+    def sampler(self, training=False, op_weights=None, **skeleton):
+        """Training networks have random node counts per block (appendix 7.2); candidates are full size."""
+        self.check_op_weights(op_weights)
+        s = self.skeleton(**skeleton)
+        return lambda rng: sample_architecture(rng, num_exits=s["num_exits"], channels=s["channels"],
+                                               random_nodes=training)
+
+
+SPACE = register_space(AnytimeSpace())

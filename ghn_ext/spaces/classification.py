@@ -7,12 +7,14 @@ no other node reads). The same cell is stacked B times between a stem and a clas
 """
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ghn_ext.core.graph import ArchGraph, GraphError, Node
 from ghn_ext.core.checks import InputError
+from ghn_ext.spaces.spec import SearchSpace, register_space
 
 OPS: tuple[str, ...] = ("identity", "conv1x1", "sep_conv3x3", "sep_conv5x5", "dil_sep_conv3x3",
                         "dil_sep_conv5x5", "conv1x7_7x1", "max_pool3x3", "avg_pool3x3")
@@ -148,3 +150,48 @@ def widest_mobile_channels(cell: Cell, max_mult_adds: float = 600e6, image_size:
 def sample_architecture(rng: random.Random, num_nodes: int = TRAIN_NODES, num_blocks: int = 18,
                         channels: int = 32) -> ArchGraph:
     return cifar_network(sample_cell(rng, num_nodes), num_blocks, channels)
+
+
+class ClassificationSpace(SearchSpace):
+    name = "classification"
+    summary = "the paper's image-classification cells (appendix 7.1) in an 18-cell CIFAR network"
+    text_format = 'a cell as JSON: {"ops": ["sep_conv3x3", ...], "inputs": [[0, 1], ...]}'
+    skeleton_defaults = {"num_nodes": EVAL_NODES, "num_blocks": 18, "channels": 32}
+    train_defaults = {"num_nodes": TRAIN_NODES}  # a GHN trained on 7-node cells ranks 17-node ones (Sec. 5.1.1)
+    cell_nodes = True
+    demo_skeleton = {"num_blocks": 4, "channels": 16}
+
+    def sampler(self, training=False, op_weights=None, **skeleton):
+        self.check_op_weights(op_weights)
+        s = self.skeleton(**skeleton)
+        return lambda rng: sample_architecture(rng, s["num_nodes"], s["num_blocks"], s["channels"])
+
+    def validation_sampler(self, **skeleton):
+        """Unseen architectures a GHN is validated on while it trains: cells of the search's size."""
+        return self.sampler(**{**skeleton, "num_nodes": EVAL_NODES})
+
+    def parse_cell(self, text, **skeleton):
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GraphError(f"not valid JSON ({exc})") from None
+        return self.from_description(d, **skeleton)
+
+    def describe(self, graph):
+        return graph.meta.get("cell")
+
+    def from_description(self, description, **skeleton):
+        if not isinstance(description, dict):
+            raise GraphError(f"a classification cell is a JSON object, got {type(description).__name__}")
+        s = self.skeleton(**skeleton)
+        return cifar_network(Cell.from_dict(description), s["num_blocks"], s["channels"])
+
+    def spanning_architectures(self, **skeleton):
+        """Every node reads both cell inputs, so all nodes are leaves and the concatenations (hence the next
+        bottlenecks) are the widest."""
+        s = self.skeleton(**skeleton)
+        n = s["num_nodes"]
+        return [cifar_network(Cell((op,) * n, ((0, 1),) * n), s["num_blocks"], s["channels"]) for op in OPS]
+
+
+SPACE = register_space(ClassificationSpace())

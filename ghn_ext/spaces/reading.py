@@ -1,35 +1,33 @@
-"""Architectures from text: NAS-Bench-201 strings, classification cells and architecture graphs as JSON,
-one per line of a file (what `ghn score`, `show` and `train-final` read)."""
+"""Architectures from text, one per line of a file (what `ghn score`, `show` and `train-final` read): each
+line an architecture-graph JSON object or an architecture in its space's text format
+(:attr:`ghn_ext.spaces.spec.SearchSpace.text_format`: a NAS-Bench-201 string, a classification cell as JSON)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 from ghn_ext.core.graph import ArchGraph, GraphError
-from ghn_ext.spaces import classification, nb201
+from ghn_ext.spaces.spec import get_space
 
 
-def parse_architecture(text: str, num_blocks: int = 18, channels: Optional[int] = None,
-                       cells_per_stage: int = 5) -> ArchGraph:
-    """One architecture: a NAS-Bench-201 string, architecture-graph JSON, or a classification cell as
-    JSON ({"ops": [...], "inputs": [[...], ...]}); a GraphError says what is wrong with it."""
+def parse_architecture(text: str, space: str, **skeleton: Any) -> ArchGraph:
+    """One architecture of `space`: architecture-graph JSON as it is, or the space's text format built at
+    `skeleton` (the space's defaults for settings not given); a GraphError says what is wrong with it."""
+    if not isinstance(text, str):
+        raise GraphError(f"an architecture is given as text, got {type(text).__name__}")
     text = text.strip()
-    if not text.startswith(("{", "[")):
-        return nb201.network(text, channels or 16, cells_per_stage)
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GraphError(f"not valid JSON ({exc})") from None
-    if not isinstance(d, dict):
-        raise GraphError(f"expected a JSON object (a cell or an architecture graph), got {type(d).__name__}")
-    if "format" in d:
-        return ArchGraph.from_dict(d)
-    return classification.cifar_network(classification.Cell.from_dict(d), num_blocks, channels or 32)
+    if text.startswith("{"):
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GraphError(f"not valid JSON ({exc})") from None
+        if isinstance(d, dict) and "format" in d:
+            return ArchGraph.from_dict(d)
+    return get_space(space).parse_cell(text, **skeleton)
 
 
-def read_architectures(path: str | Path, space: str, num_blocks: int = 18, channels: Optional[int] = None,
-                       cells_per_stage: int = 5) -> list[ArchGraph]:
+def read_architectures(path: str | Path, space: str, **skeleton: Any) -> list[ArchGraph]:
     """Architectures from a file, one per line (see :func:`parse_architecture`; # starts a comment)."""
     path = Path(path)
     if not path.exists():
@@ -46,7 +44,7 @@ def read_architectures(path: str | Path, space: str, num_blocks: int = 18, chann
         if not line or line.startswith("#"):
             continue
         try:
-            archs.append(parse_architecture(line, num_blocks, channels, cells_per_stage))
+            archs.append(parse_architecture(line, space, **skeleton))
         except GraphError as exc:
             message = str(exc)  # it may quote the line: a long one is cut, not echoed whole
             raise GraphError(f"{path}:{lineno}: " + (message[:300] + " ... (cut)" if len(message) > 300 else message)

@@ -22,7 +22,6 @@ import numpy as np
 from ghn_ext.studies.correlate import PredictionCache, Predictor, model_source, scatter_plot
 from ghn_ext.workflows.train import training_seconds
 from ghn_ext.core.data import Split, normalize
-from ghn_ext.workflows.evaluate import IMAGE_BATCH, score_architectures
 from ghn_ext.models.ghn import GraphHyperNetwork
 from ghn_ext.core.graph import ArchGraph
 from ghn_ext.core.files import write_json_atomic
@@ -37,20 +36,20 @@ BASELINES = ("params", "flops", "synflow", "naswot")
 TABLE_SGD_COLUMN = "cifar10_val_12ep"  # the benchmark's own reduced training, read from the table
 
 
-def ghn_predictor(name: str, ghn: GraphHyperNetwork, checkpoint: str | Path, val: Split, channels: int,
-                  cells_per_stage: int, signal: str = "loss", batch: int = 16) -> Predictor:
-    """Each cell's `signal` score with generated weights (ghn_ext.workflows.evaluate.SIGNALS), the cell placed in
-    the skeleton of `channels` and `cells_per_stage` (where the GHN was trained); `batch` cells share
-    one GHN pass."""
-    ghn.eval()
+def ghn_predictor(name: str, ghn: GraphHyperNetwork, checkpoint: str | Path, val: Split,
+                  skeleton: Optional[dict[str, Any]] = None, signal: Optional[str] = None, batch: int = 16) -> Predictor:
+    """Each cell's score with generated weights, as ghn.score gives it: the GHN's signal and scoring
+    skeleton (where it was trained) unless `signal` or `skeleton` settings say otherwise; `batch` cells
+    per cached pass."""
+    where = {**ghn.scoring.skeleton, **{k: v for k, v in (skeleton or {}).items() if v is not None}}
+    signal = signal or ghn.scoring.signal
 
     def score_many(graphs: list[ArchGraph]) -> list[float]:
-        cells = [nb201.network(nb201.cell_ops(g), channels, cells_per_stage) for g in graphs]
-        return score_architectures(ghn, cells, val, signal=signal)
+        return ghn.score(graphs, val, signal=signal, skeleton=where)
 
-    return Predictor(f"{name} ({signal}, {len(val.labels)} images, {cells_per_stage} cells/stage, {channels} ch)",
-                     lambda g: score_many([g])[0], training_seconds(checkpoint), batch, score_many, kind="ghn",
-                     source=model_source(ghn, IMAGE_BATCH))
+    return Predictor(f"{name} ({signal}, {len(val.labels)} images, {where['cells_per_stage']} cells/stage, "
+                     f"{where['channels']} ch)", lambda g: score_many([g])[0], training_seconds(checkpoint), batch,
+                     score_many, kind="ghn", source=model_source(ghn, ghn.scoring.image_batch))
 
 
 def baseline_predictor(kind: str, proxy_images: Optional[Split] = None, seed: int = 0) -> Predictor:

@@ -14,7 +14,7 @@ from pathlib import Path
 from ghn_ext.workflows.report import print_ranking
 from ghn_ext.nets.network import summary
 from ghn_ext.workflows.search import SearchConfig, arch_from_record, run_search
-from ghn_ext.spaces import classification, make_sampler
+from ghn_ext.spaces import get_space
 from ghn_ext.models.ghn import GHNConfig
 from ghn_ext.workflows.train import TrainConfig, Trainer, read_log
 
@@ -29,7 +29,8 @@ class DemoBudget:
 
 BUDGETS = {"full": DemoBudget(train_steps=400, evaluations=5, search_archs=250, val_images=500),
            "ci": DemoBudget(train_steps=10, evaluations=1, search_archs=4, val_images=200)}
-# A small macro network keeps a training step near one second on two cores.
+# The space's demo_skeleton, a small macro network, keeps a training step near one second on two cores.
+
 # What the accuracies mean, from runs recorded in bench/RESULTS.md ("ghn demo at the full budget",
 # "GHN training evidence") on the 2-core CPU machine
 EXPECTATIONS = ("What the numbers mean: chance is 0.10 on CIFAR-10's ten classes. A GHN trained for the demo's "
@@ -37,7 +38,6 @@ EXPECTATIONS = ("What the numbers mean: chance is 0.10 on CIFAR-10's ten classes
                 "(50 minutes) reach about 0.22. These are scores to rank architectures by, not trained "
                 "accuracies: what matters is their order (bench/studies/ for how well it matches training), "
                 "and the winner is trained properly with `ghn train-final`.")
-SMALL = {"classification": dict(num_blocks=4, channels=16), "nb201": dict(channels=8, cells_per_stage=1)}
 
 
 def plot_training_curve(log_path: Path, out: Path) -> None:
@@ -71,16 +71,16 @@ def demo_train_config(space: str = "classification", budget: str = "full",
     b = BUDGETS[budget]
     return TrainConfig(space=space, steps=b.train_steps, num_nodes=7, data_dir=data_dir,
                        eval_every=b.train_steps // b.evaluations, eval_archs=4, eval_images=b.val_images,
-                       ghn=GHNConfig(space=space, block_channels=16), **SMALL[space])
+                       ghn=GHNConfig(space=space, tile_channels=16), **get_space(space).demo_skeleton)
 
 
 def run_demo(out_dir: str | Path, space: str = "classification", budget: str = "full",
              data_dir: str | None = None, progress: bool = True) -> Path:
     out = Path(out_dir)
-    b, small = BUDGETS[budget], SMALL[space]
+    b, small = BUDGETS[budget], get_space(space).demo_skeleton
     t0 = time.perf_counter()
     print(f"== ghn demo ({budget}): {space} space, networks {small}")
-    example = make_sampler(space, num_nodes=classification.EVAL_NODES, **small)(random.Random(0))
+    example = get_space(space).sampler(**small)(random.Random(0))
     print("an architecture of the space:\n" + summary(example))
 
     cfg = demo_train_config(space, budget, data_dir)
@@ -92,8 +92,7 @@ def run_demo(out_dir: str | Path, space: str = "classification", budget: str = "
     print(f"GHN trained {cfg.steps} steps in {time.perf_counter() - t0:.0f} s; accuracy of generated "
           f"weights on unseen architectures: {val_acc[0]:.3f} -> {val_acc[-1]:.3f} (chance 0.1)")
 
-    scfg = SearchConfig(num_archs=b.search_archs, num_nodes=classification.EVAL_NODES, val_images=b.val_images,
-                        data_dir=data_dir, **small)
+    scfg = SearchConfig(num_archs=b.search_archs, val_images=b.val_images, data_dir=data_dir, **small)
     ranking = run_search(trainer.ghn, scfg, out / "search", progress=progress)
     print_ranking(ranking, 5)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -37,59 +37,77 @@ from ghn_ext.workflows.sgd import train_briefly
 from ghn_ext.workflows.evaluate import IMAGE_BATCH, check_signal, network_score_sum, scorer_digest
 from ghn_ext.models.ghn import GraphHyperNetwork
 from ghn_ext.core.graph import ArchGraph
-from ghn_ext.core.files import end_with_newline, write_json_atomic
+from ghn_ext.core.files import end_with_newline, read_records, write_json_atomic
 from ghn_ext.nets.network import count_flops, count_params
 from ghn_ext.core.progress import progress_bar
 from ghn_ext.nets.proxies import synflow
 from ghn_ext.core.rank_measures import rank_mean
-from ghn_ext.spaces import classification, make_sampler, nb201
+from ghn_ext.spaces.spec import get_space
 from ghn_ext.core.timing import Stopwatch
 
 
 @dataclass(frozen=True)
 class SearchConfig:
+    """A search. The skeleton settings, the signal and the BatchNorm batch left at None are the GHN's
+    (its ScoringConfig: for nb201 the skeleton it was trained in, the negated loss)."""
     num_archs: int = 1000
-    num_nodes: int = classification.EVAL_NODES  # nodes per cell of the searched architectures
-    num_blocks: int = 18
+    num_nodes: Optional[int] = None  # nodes per cell of the searched architectures (classification: 17)
+    num_blocks: Optional[int] = None  # cells of a classification network (18)
     channels: Optional[int] = None
-    cells_per_stage: int = 5
+    cells_per_stage: Optional[int] = None
     val_images: int = 5000         # fixed validation subset used for every architecture
     min_images: int = 500          # adaptive evaluation: first-round images per candidate (0: off)
     eta: int = 3                   # each round keeps the best 1/eta on eta times as many images
     min_final: int = 30            # ...but at least this many reach the last round (all images)
     archs_per_batch: int = 4       # architectures whose weights are generated together
-    image_batch: int = IMAGE_BATCH  # BatchNorm uses batch statistics; 100 stays cache-resident
+    image_batch: Optional[int] = None  # BatchNorm uses batch statistics (the GHN's: 100, cache-resident)
     finetune_steps: int = 0        # GHN+SGD-k: SGD steps on the generated weights before scoring
     finetune_lr: float = 0.05      # their learning rate (cosine to zero over the k steps, batch 64)
-    signal: str = "accuracy"       # the score: validation "accuracy" or "loss" (negated) with generated weights
+    signal: Optional[str] = None   # the score: validation "accuracy" or "loss" (negated) with generated weights
     combine: str = ""              # "synflow": rank by the mean of the GHN's and the synflow proxy's ranks
     seed: int = 0
     data_dir: Optional[str] = None
 
     def __post_init__(self):
-        for name in ("num_archs", "num_nodes", "num_blocks", "cells_per_stage", "val_images", "min_final",
-                     "archs_per_batch", "image_batch"):
+        for name in ("num_archs", "val_images", "min_final", "archs_per_batch"):
             require_int("search", name, getattr(self, name), 1)
         for name in ("min_images", "finetune_steps"):
             require_int("search", name, getattr(self, name), 0)
-        if self.channels is not None:
-            require_int("search", "channels", self.channels, 1)
+        for name in ("num_nodes", "num_blocks", "channels", "cells_per_stage", "image_batch"):
+            if getattr(self, name) is not None:
+                require_int("search", name, getattr(self, name), 1)
+        if self.signal is not None:
+            check_signal(self.signal)
         require_int("search", "seed", self.seed, 0, MAX_SEED)
         require_number("search", "finetune_lr", self.finetune_lr, 0.0, 10.0, low_open=True)
 
 
+def skeleton(cfg: SearchConfig) -> dict[str, Any]:
+    """The search's network settings (None: the space's default)."""
+    return {"num_nodes": cfg.num_nodes, "num_blocks": cfg.num_blocks, "channels": cfg.channels,
+            "cells_per_stage": cfg.cells_per_stage}
+
+
+def for_ghn(cfg: SearchConfig, ghn: GraphHyperNetwork) -> SearchConfig:
+    """`cfg` with the settings it leaves open taken from how `ghn` scores (ghn.scoring)."""
+    scoring = ghn.scoring
+    given = {k: scoring.skeleton[k] for k, v in skeleton(cfg).items() if v is None and k in scoring.skeleton}
+    return replace(cfg, **given, signal=cfg.signal or scoring.signal, image_batch=cfg.image_batch or scoring.image_batch)
+
+
 def search_architectures(cfg: SearchConfig, space: str) -> list[ArchGraph]:
     """Architecture i of a search is drawn from a generator seeded by (seed, i): resumable, shardable."""
-    sampler = make_sampler(space, cfg.num_nodes, cfg.num_blocks, cfg.channels, cfg.cells_per_stage)
+    sampler = get_space(space).sampler(**skeleton(cfg))
     return [sampler(random.Random(f"search:{cfg.seed}:{i}")) for i in range(cfg.num_archs)]
 
 
 def describe(graph: ArchGraph) -> dict[str, Any]:
-    """What a ranking records about an architecture besides its score; a NAS-Bench-201 cell's parameters
-    and FLOPs are those of the benchmark's network, whatever skeleton its GHN scores it in."""
-    arch = nb201.arch_string(graph) if graph.space == "nb201" else graph.meta.get("cell")
-    counted = nb201.network(arch) if graph.space == "nb201" else graph
-    return {"hash": graph.stable_hash(), "arch": arch, "params": count_params(counted),
+    """What a ranking records about an architecture besides its score: its text form and the parameters
+    and FLOPs of the network it names (a NAS-Bench-201 cell's are the benchmark network's, whatever
+    skeleton its GHN scores it in)."""
+    spec = get_space(graph.space)
+    counted = spec.counted(graph)
+    return {"hash": graph.stable_hash(), "arch": spec.describe(graph), "params": count_params(counted),
             "flops": count_flops(counted)}
 
 
@@ -117,12 +135,11 @@ def _read_scores(paths: Sequence[Path], usable: Callable[[int, dict[str, Any]], 
     """The records of the scores files by index, the last usable one of each index."""
     done: dict[int, dict[str, Any]] = {}
     for path in paths:
-        for line in path.read_text().splitlines():
+        for rec in read_records(path):
             try:
-                rec = json.loads(line)
                 index = int(rec["index"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # a line cut short when the process was killed
+            except (KeyError, TypeError, ValueError, OverflowError):
+                continue
             if usable(index, rec):
                 done[index] = rec
     return done
@@ -188,6 +205,7 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
     ctx = ctx or DistContext()
     watch = watch or Stopwatch()
     space = ghn.config.space
+    cfg = for_ghn(cfg, ghn)
     with watch.phase("sample"):
         archs = search_architectures(cfg, space)
     device = next(ghn.parameters()).device
@@ -223,8 +241,8 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
                     rec = {k: v for k, v in earlier[g.stable_hash()].items() if k not in ("index", "combined")}
                 else:
                     rec = {"finetune_steps": cfg.finetune_steps, "signal": signal, "scorer": scorer, **describe(g)}
-                    if cfg.combine:  # on the benchmark's network for a NAS-Bench-201 cell
-                        rec["synflow"] = synflow(nb201.network(rec["arch"]) if space == "nb201" else g)
+                    if cfg.combine:  # on the network the architecture names (a NAS-Bench-201 cell: the benchmark's)
+                        rec["synflow"] = synflow(get_space(space).counted(g))
                 records.append({**rec, "images": stop, "score": score})
             return records
         return score_chunk
@@ -272,10 +290,7 @@ def combined_ranking(ranking: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def arch_from_record(rec: dict[str, Any], space: str, cfg: SearchConfig) -> ArchGraph:
     """Rebuild a ranked architecture (at the search's macro configuration)."""
-    if space == "nb201":
-        return nb201.network(rec["arch"], cfg.channels or 16, cfg.cells_per_stage)
-    from ghn_ext.spaces.classification import Cell, cifar_network
-    return cifar_network(Cell.from_dict(rec["arch"]), cfg.num_blocks, cfg.channels or 32)
+    return get_space(space).from_description(rec["arch"], **skeleton(cfg))
 
 
 def top_best(ranking: Sequence[dict[str, Any]], space: str, cfg: SearchConfig, out_dir: str | Path,

@@ -22,7 +22,7 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -41,7 +41,8 @@ from ghn_ext.core.files import truncate_log
 from ghn_ext.nets.network import run_network
 from ghn_ext.models.oneshot import OneShotConfig, OneShotModel
 from ghn_ext.core.progress import progress_bar
-from ghn_ext.spaces import classification, make_sampler, nb201
+from ghn_ext.models.scoring import ScoringConfig
+from ghn_ext.spaces.spec import get_space
 from ghn_ext.core.run_log import read_log, training_seconds
 
 TRAIN_STATE_FORMAT = "ghn_ext.train/1"
@@ -50,17 +51,11 @@ RESUMABLE_CHANGES = {"steps", "checkpoint_every", "snapshot_every", "eval_every"
                      "data_dir"}
 
 
-# `ghn train`'s defaults where a space departs from TrainConfig's (block_channels: the GHN's). NAS-Bench-201:
-# a GHN trained on one cell per stage ranks cells (scored in that skeleton) far better per hour than one
-# trained on the benchmark's five, and does not transfer to five; a 64-channel emitted block, one block
-# for the widest stage's convolutions instead of four tiles, ranks better than 32 at no extra time
-# (bench/studies/nb201_ranking). Training cells draw each edge's op with the convolutions at 0.35 each and
-# the parameter-free ops at 0.1: a GHN trained on uniform cells emits good weights for the cells that need
-# few (skip- and pool-heavy), over-ranking them against the convolution-heavy cells full training favours.
-SPACE_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "nb201": {"cells_per_stage": 1, "channels": 16, "steps": 20000, "block_channels": 64, "snapshot_every": 3000,
-              "op_weights": {"nor_conv_3x3": 7, "nor_conv_1x1": 7, "skip_connect": 2, "avg_pool_3x3": 2, "none": 2}},
-}
+# TrainConfig's settings that a space may set otherwise (ghn_ext.spaces.spec.SearchSpace.train_defaults),
+# with their values where it does not
+SPACE_SETTINGS: dict[str, Any] = {"steps": 1000, "num_nodes": 7, "channels": None, "cells_per_stage": 5,
+                                  "snapshot_every": 0, "op_weights": None}
+UNIFORM = "uniform"  # op_weights that asks for uniform edge ops where the space's default weights them
 
 
 def _flat_settings(cfg: TrainConfig) -> dict[str, Any]:
@@ -75,24 +70,27 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """A GHN training run. Settings left at None take the space's recipe (its spec's train_defaults; for
+    nb201 20,000 steps of one cell per stage at 16 channels, convolution-heavy cells), then SPACE_SETTINGS:
+    `TrainConfig(space=...)` trains what `ghn train --space ...` does."""
     space: str = "classification"
-    steps: int = 1000
+    steps: Optional[int] = None     # default 1000 (nb201: 20,000)
     batch_size: int = 64            # images per step (paper: 64)
     archs_per_step: int = 1         # architectures whose losses are averaged each step
     lr: float = 1e-3
     grad_clip: float = 5.0          # max gradient norm; 0 disables
     ema: float = 0.0                # decay of an exponential moving average of the parameters, saved
                                     # and validated instead of the last step's (0 disables)
-    num_nodes: int = 7              # nodes per cell while training (paper: N=7)
+    num_nodes: Optional[int] = None  # nodes per cell while training (classification: the paper's N=7)
     num_blocks: int = 18            # cells of the classification networks
-    channels: Optional[int] = None  # initial width (space default when None)
-    cells_per_stage: int = 5        # NAS-Bench-201 skeleton
-    op_weights: Optional[dict[str, float]] = None  # NAS-Bench-201: relative weights of the edge ops in
-                                    # the training cells (None: uniform)
+    channels: Optional[int] = None  # initial width (nb201: 16; classification: the space's, 32)
+    cells_per_stage: Optional[int] = None  # NAS-Bench-201 skeleton (default 5; nb201 training: 1)
+    op_weights: Optional[dict[str, float] | str] = None  # NAS-Bench-201: relative weights of the edge ops in
+                                    # the training cells ("uniform": all alike; default: the space's)
     augment: bool = True
     seed: int = 0
     checkpoint_every: int = 50
-    snapshot_every: int = 0         # also keep the model every this many steps as <model>_step<k>.pt (0: never):
+    snapshot_every: Optional[int] = None  # also keep the model every this many steps as <model>_step<k>.pt (0: never):
                                     # ranking against training time, snapshot ensembles
     eval_every: int = 0             # steps between validation checks on unseen architectures (0: end only)
     eval_archs: int = 8
@@ -102,6 +100,12 @@ class TrainConfig:
     model: str = "ghn"              # or "oneshot": the weight-sharing baseline of the same networks
 
     def __post_init__(self):
+        spec = get_space(self.space)
+        for name, default in SPACE_SETTINGS.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, spec.train_defaults.get(name, default))
+        if self.op_weights == UNIFORM:
+            object.__setattr__(self, "op_weights", None)
         if not 0.0 <= self.ema < 1.0:
             raise InputError(f"ema is a decay in [0, 1) (0: off), not {self.ema}")
         for name in ("steps", "batch_size", "archs_per_step", "num_nodes", "num_blocks", "cells_per_stage",
@@ -114,13 +118,10 @@ class TrainConfig:
         require_int("training", "seed", self.seed, 0, MAX_SEED)
         if not (math.isfinite(self.lr) and 0.0 < self.lr <= 10.0):
             raise InputError(f"training lr must be in (0, 10], got {self.lr}")
-        if self.op_weights is not None:  # checked and completed (0 for ops left out) before it is saved
-            if self.space != "nb201":
-                raise InputError(f"op weights apply to the nb201 space only, not {self.space!r}")
-            try:
-                object.__setattr__(self, "op_weights", nb201.check_op_weights(self.op_weights))
-            except GraphError as exc:
-                raise InputError(f"training {exc}") from exc
+        try:  # checked and completed (0 for ops left out) before it is saved
+            object.__setattr__(self, "op_weights", spec.check_op_weights(self.op_weights))
+        except GraphError as exc:
+            raise InputError(f"training {exc}") from exc
         if self.ghn is None:
             object.__setattr__(self, "ghn", GHNConfig(space=self.space))
         elif not isinstance(self.ghn, GHNConfig):
@@ -138,20 +139,28 @@ class TrainConfig:
         raise InputError(f"unknown model {self.model!r}; choose ghn or oneshot")
 
     def sampler(self, num_nodes: Optional[int] = None, evaluation: bool = False):
-        """Training architectures; anytime networks have random node counts per block (appendix 7.2)
-        unless `evaluation` asks for the full-size networks the search ranks."""
-        return make_sampler(self.space, num_nodes or self.num_nodes, self.num_blocks, self.channels,
-                            self.cells_per_stage, random_nodes=self.space == "anytime" and not evaluation,
-                            op_weights=None if evaluation else self.op_weights)
+        """Training architectures (the space's training draw: anytime networks have random node counts per
+        block, appendix 7.2; nb201 cells weighted edge ops) unless `evaluation` asks for the networks a
+        search ranks."""
+        return get_space(self.space).sampler(training=not evaluation,
+                                             op_weights=None if evaluation else self.op_weights,
+                                             **self.skeleton(num_nodes=num_nodes))
+
+    def skeleton(self, **changed: Any) -> dict[str, Any]:
+        """The network settings of the training architectures (those `changed` gives replaced)."""
+        return {"num_nodes": self.num_nodes, "num_blocks": self.num_blocks, "channels": self.channels,
+                "cells_per_stage": self.cells_per_stage, **{k: v for k, v in changed.items() if v is not None}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """The config `asdict` saved. Checkpoints before GHNConfig was nested there saved only the GHN
-        fields set by hand; the rest took GHNConfig's defaults, as they do here."""
+        fields set by hand; the rest took GHNConfig's defaults of the time (a 32-channel tile)."""
         kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        if kw.get("op_weights", UNIFORM) is None:  # saved uniform: not the space's default weights
+            kw["op_weights"] = UNIFORM
         space = kw.get("space", cls.space)
         ghn = {k: v for k, v in (kw.pop("ghn", None) or {}).items() if k != "space"}
-        return cls(**kw, ghn=GHNConfig(space=space, **ghn))
+        return cls(**kw, ghn=GHNConfig.from_dict({**ghn, "space": space}, legacy={"tile_channels": 32}))
 
 
 def step_architectures(cfg: TrainConfig, step: int, sampler=None, rank: int = 0, world: int = 1):
@@ -203,6 +212,8 @@ class Trainer:
         # the GHN, or the one-shot model when cfg.model says so; `model` is what the steps call (DDP's
         # wrapper under torchrun), `ghn` the module itself (checkpoints, validation)
         self.ghn = cfg.build_model().to(self.ctx.device)
+        if isinstance(self.ghn, GraphHyperNetwork):  # it will score where it was trained, as its space says
+            self.ghn.scoring = ScoringConfig.for_space(cfg.space, asdict(cfg))
         self.model = wrap_ddp(self.ghn, self.ctx)
         self.optimizer = torch.optim.Adam(self.ghn.parameters(), lr=cfg.lr)
         self.scheduler = lr_schedule(self.optimizer, cfg.steps)
@@ -294,12 +305,13 @@ class Trainer:
 
     def validate(self) -> float:
         """Mean validation accuracy (an anytime network's: its last exit's) of generated weights on unseen
-        architectures at evaluation size (N=17 in the classification space, full blocks in the anytime
-        space; a one-shot model only holds its own N), drawn from a generator no training step uses.
+        architectures of the space's validation draw (N=17 in the classification space, full blocks in
+        the anytime space; a one-shot model only holds its training ones), drawn from a generator no training step uses.
         Under torchrun the architectures are dealt to the ranks and every rank gets the mean."""
         rng = random.Random(f"validate:{self.cfg.seed}")
-        ghn_eval = self.cfg.space == "classification" and self.cfg.model == "ghn"
-        sampler = self.cfg.sampler(num_nodes=classification.EVAL_NODES) if ghn_eval else self.cfg.sampler(evaluation=True)
+        spec = get_space(self.cfg.space)
+        sampler = (spec.validation_sampler(**self.cfg.skeleton()) if self.cfg.model == "ghn"
+                   else self.cfg.sampler(evaluation=True))
         archs = deal([sampler(rng) for _ in range(self.cfg.eval_archs)], self.ctx)
         model = self.final_model
         model.eval()
@@ -347,12 +359,26 @@ class Trainer:
         return {"step": self.step, "done": self.step == self.cfg.steps}
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = True, progress: bool = True) -> Trainer:
-    trainer = Trainer(cfg, out_dir)
+def train(out_dir: str | Path, config: TrainConfig | str = "classification", *, resume: bool = True,
+          progress: bool = True, **settings: Any) -> GraphHyperNetwork | OneShotModel:
+    """Train a GHN (or with model="oneshot" the one-shot baseline) in `out_dir`, as `ghn train` does, and
+    return it; a run already in `out_dir` resumes (`resume=False` starts afresh). `config` is a
+    TrainConfig, or a space's name whose recipe `settings` (TrainConfig's fields) change:
+
+        ghn = ghn_ext.train("runs/nb201", "nb201")                  # ghn train --space nb201 --out runs/nb201
+        ghn = ghn_ext.train("runs/small", "nb201", steps=2000, seed=1)
+
+    Writes checkpoint.pt (every checkpoint_every steps), train_log.jsonl and ghn.pt (oneshot.pt), which
+    records the skeleton and signal the GHN scores with."""
+    if isinstance(config, str):
+        config = TrainConfig(space=config, **settings)
+    elif settings:
+        config = replace(config, **settings)
+    trainer = Trainer(config, out_dir)
     if resume:
         trainer.resume()
     trainer.run(progress=progress)
-    return trainer
+    return trainer.final_model
 
 
 __all__ = ["TrainConfig", "Trainer", "NonFiniteLossError", "train", "read_log", "step_architectures", "training_seconds"]
