@@ -1,4 +1,6 @@
-"""End-to-end test of `ghn anytime train|search|train-final` at a toy size, and its clear errors."""
+"""End-to-end test of `ghn anytime train|search|train-final` at a toy size, and its clear errors. The
+search and final training are ghn_ext.workflows.anytime's, tested through the Python API in
+test_anytime_search.py; here: that the commands run them with the options given and print."""
 from __future__ import annotations
 
 import json
@@ -7,7 +9,10 @@ import pytest
 import torch
 
 from ghn_ext import cli
+from ghn_ext.cli import anytime as anytime_cli
 from ghn_ext.core.graph import ArchGraph
+from ghn_ext.models.ghn import GraphHyperNetwork
+from ghn_ext.workflows.anytime import AnytimeFinalConfig, AnytimeSearchConfig, AnytimeTrainConfig, run_anytime_search
 
 torch.set_num_threads(1)
 
@@ -17,12 +22,24 @@ def test_train_search_train_final(tmp_path, data_dir, capsys):
     common = ["--channels", "4", "--data-dir", data_dir, "--quiet"]
     assert cli.main(["anytime", "train", "--out", str(run), "--steps", "2", "--batch-size", "8", "--T", "1",
                      "--block-channels", "8", "--eval-archs", "1", "--eval-images", "20", *common]) == 0
+    capsys.readouterr()
     assert cli.main(["anytime", "search", "--ckpt", str(run / "ghn.pt"), "--out", str(search), "--num-archs", "3",
-                     "--val-images", "20", "--baseline-layers", "2", *common]) == 0
+                     "--val-images", "20", "--baseline-layers", "2", "--show-top", "2", *common]) == 0
     ranking = json.loads((search / "ranking.json").read_text())
     areas = [r["area"] for r in ranking["ranking"]]
     assert len(areas) == 3 and areas == sorted(areas, reverse=True)
     assert ranking["flops_range"][0] == 0 and ranking["flops_range"][1] > 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"area over [0, {ranking['flops_range'][1]:.3g}] FLOPs; top 2:" and len(lines) == 4
+    top = ranking["ranking"][0]
+    assert lines[1] == (f"   1  area {top['area']:.4f}  last exit {top['exit_acc'][-1]:.4f} at "
+                        f"{top['exit_flops'][-1] / 1e6:.1f} MFLOPs  {top['hash']}")
+    assert lines[-1] == f"ranking written to {search / 'ranking.json'}"
+    # the command is the Python API's search with those settings
+    same = run_anytime_search(GraphHyperNetwork.load(run / "ghn.pt"), tmp_path / "api",
+                              AnytimeSearchConfig(num_archs=3, val_images=20, baseline_layers=2, channels=4,
+                                                  data_dir=data_dir), progress=False)
+    assert same == ranking["ranking"]
     assert cli.main(["anytime", "train-final", "--ranking", str(search / "ranking.json"), "--out", str(final),
                      "--epochs", "1", "--train-images", "64", "--test-images", "50", "--baseline-layers", "2",
                      "--flops-range", "0,2e6", *common]) == 0
@@ -34,45 +51,16 @@ def test_train_search_train_final(tmp_path, data_dir, capsys):
     assert result["searched"]["exit_flops"][-1] <= result["msdnet"]["exit_flops"][-1]
     assert ArchGraph.from_dict(result["searched_graph"]).space == "anytime"
     assert (final / "curves.png").stat().st_size > 0
-    assert "searched: area" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": area ")[0] for line in lines] == ["searched", "msdnet", lines[2]] and len(lines) == 3
+    assert lines[0].startswith(f"searched: area {result['searched']['area']:.4f}, exits ")
+    assert lines[2] == f"results in {final / 'result.json'}, plot {final / 'curves.png'}"
     assert (final / "searched.pt").is_file() and (final / "msdnet.pt").is_file()
     # a rerun finds both networks trained and only evaluates them again
     assert cli.main(["anytime", "train-final", "--ranking", str(search / "ranking.json"), "--out", str(final),
                      "--epochs", "1", "--train-images", "64", "--test-images", "50", "--baseline-layers", "2",
                      "--flops-range", "0,2e6", *common]) == 0
     assert json.loads((final / "result.json").read_text())["searched"] == result["searched"]
-
-
-def test_search_resumes_and_reranks_by_another_range(tmp_path, data_dir, monkeypatch):
-    import ghn_ext.workflows.anytime as anytime_search
-    from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
-
-    torch.manual_seed(0)
-    GraphHyperNetwork(GHNConfig(space="anytime", block_channels=8, T=1)).save(tmp_path / "ghn.pt")
-    scored = []
-    real = anytime_search.score_anytime
-    monkeypatch.setattr(anytime_search, "score_anytime",
-                        lambda ghn, archs, *a, **kw: scored.extend(g.stable_hash() for g in archs) or real(ghn, archs, *a, **kw))
-    out = tmp_path / "search"
-
-    def search(num_archs, *extra):
-        assert cli.main(["anytime", "search", "--ckpt", str(tmp_path / "ghn.pt"), "--out", str(out), "--num-archs",
-                         str(num_archs), "--val-images", "20", "--baseline-layers", "2", "--archs-per-batch", "2",
-                         "--channels", "4", "--data-dir", data_dir, "--quiet", *extra]) == 0
-        return json.loads((out / "ranking.json").read_text())
-
-    first = search(3)
-    assert len(scored) == 3 and (out / "scores.jsonl").is_file()
-    grown = search(5)  # the first 3 are read back, only 2 more scored
-    assert len(scored) == 5 and len(set(scored)) == 5 and len(grown["ranking"]) == 5
-    assert {r["hash"] for r in first["ranking"]} <= {r["hash"] for r in grown["ranking"]}
-    hi = grown["flops_range"][1] / 4
-    narrow = search(5, "--flops-range", f"0,{hi}")  # nothing scored again; areas over the new range
-    assert len(scored) == 5 and narrow["flops_range"] == [0, hi]
-    from ghn_ext.workflows.evaluate import curve_area
-    for r in narrow["ranking"]:
-        assert r["area"] == pytest.approx(curve_area(r["exit_flops"], r["exit_acc"], 0, hi))
-    assert [r["area"] for r in narrow["ranking"]] == sorted((r["area"] for r in narrow["ranking"]), reverse=True)
 
 
 @pytest.mark.parametrize("argv,match", [
@@ -112,29 +100,17 @@ def test_bad_flops_range_is_a_usage_error(capsys):
     assert "expected LO,HI" in capsys.readouterr().err
 
 
-def test_search_rescores_curves_of_another_ghn_or_image_count(tmp_path, data_dir, monkeypatch):
-    """Issue 29: anytime search records did not say which GHN drew them on how many images, so a rerun
-    with another --ckpt or --val-images ranked the old curves."""
-    import ghn_ext.workflows.anytime as anytime_search
-    from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
-
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        GraphHyperNetwork(GHNConfig(space="anytime", block_channels=8, T=1)).save(tmp_path / f"ghn{seed}.pt")
-    scored = []
-    real = anytime_search.score_anytime
-    monkeypatch.setattr(anytime_search, "score_anytime",
-                        lambda ghn, archs, *a, **kw: scored.extend(archs) or real(ghn, archs, *a, **kw))
-
-    def search(ckpt, images):
-        assert cli.main(["anytime", "search", "--ckpt", str(tmp_path / ckpt), "--out", str(tmp_path / "search"),
-                         "--num-archs", "2", "--val-images", str(images), "--baseline-layers", "2",
-                         "--channels", "4", "--data-dir", data_dir, "--quiet"]) == 0
-        return len(scored)
-
-    assert search("ghn0.pt", 20) == 2
-    assert search("ghn0.pt", 20) == 2  # read back
-    assert search("ghn0.pt", 40) == 4  # other images: scored again
-    assert search("ghn1.pt", 40) == 6  # another GHN: scored again
-    ranking = json.loads((tmp_path / "search" / "ranking.json").read_text())["ranking"]
-    assert all(r["images"] == 40 for r in ranking) and len({r["scorer"] for r in ranking}) == 1
+def test_options_default_to_the_workflow_configs():
+    """The commands' defaults are the configs' (ghn_ext.workflows.anytime), not numbers of their own."""
+    parser = cli.build_parser(only="anytime")
+    search = parser.parse_args(["anytime", "search", "--ckpt", "g.pt", "--out", "o"])
+    final = parser.parse_args(["anytime", "train-final", "--ranking", "r.json", "--out", "o"])
+    assert anytime_cli._search_config(search) == AnytimeSearchConfig()
+    assert anytime_cli._final_config(final) == AnytimeFinalConfig()
+    given = parser.parse_args(["anytime", "train-final", "--ranking", "r.json", "--out", "o", "--rank", "2",
+                               "--epochs", "3", "--batch-size", "8", "--lr", "0.05", "--train-images", "64",
+                               "--test-images", "50", "--seed", "4", "--channels", "8", "--baseline-layers", "3",
+                               "--baseline-exit-every", "1", "--flops-range", "0,2e6", "--data-dir", "d"])
+    assert anytime_cli._final_config(given) == AnytimeFinalConfig(
+        rank=2, test_images=50, channels=8, baseline_layers=3, baseline_exit_every=1, flops_range=(0, 2e6),
+        data_dir="d", training=AnytimeTrainConfig(epochs=3, batch_size=8, lr=0.05, train_images=64, seed=4))
