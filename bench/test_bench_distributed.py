@@ -1,7 +1,7 @@
 """How `ghn search` scales with processes: the same search launched by torchrun on 1 and on 2 processes
 (gloo, one thread each), wall-clock from launch to the ranking on disk, startup included.
 
-The search: a GHN of the reduced protocol's shape (4 cells, 8 channels, block_channels 16, untrained:
+The search: a GHN of the reduced protocol's shape (4 cells, 8 channels, tile_channels 16, untrained:
 scoring costs the same), 32 or 96 N=17 architectures scored on 500 validation images. The speed-ups of
 2 processes over 1 are printed at the end of the run; each torchrun starts Python and reads CIFAR-10
 once per process, a fixed cost the ratios include (so they grow with the search).
@@ -32,7 +32,7 @@ def ghn_file(tmp_path_factory):
         pytest.skip(f"CIFAR-10 not found at {DATA_DIR} (set GHN_DATA_DIR)")
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ghn") / "ghn.pt"
-    GraphHyperNetwork(GHNConfig(space="classification", block_channels=16)).save(path)
+    GraphHyperNetwork(GHNConfig(space="classification", tile_channels=16)).save(path)
     return path
 
 

@@ -29,10 +29,10 @@ def test_study_variants():
 
 
 def test_variant_config_changes_only_the_ablated_choices():
-    base = TrainConfig(steps=10, lr=3e-4, ghn=GHNConfig(block_channels=8))
+    base = TrainConfig(steps=10, lr=3e-4, ghn=GHNConfig(tile_channels=8))
     cfg = variant_config(base, Variant(num_nodes=3, scheme="sync", T=2, share_params=False))
     assert cfg.num_nodes == 3 and cfg.steps == 10 and cfg.lr == 3e-4
-    assert cfg.ghn == GHNConfig(block_channels=8, scheme="sync", T=2, share_params=False, pass_embedding=True)
+    assert cfg.ghn == GHNConfig(tile_channels=8, scheme="sync", T=2, share_params=False, pass_embedding=True)
     assert Variant(num_nodes=3, scheme="sync", T=2, share_params=False).name == "N3-sync-T2-SP0-PE1"
 
 
@@ -42,7 +42,7 @@ def test_cli_ablate_writes_report_and_resumes(data_dir, tmp_path, capsys):
     run_groundtruth(TINY, gt, 3, data_dir, progress=False)
     out = tmp_path / "ablation"
     args = ["ablate", "--groundtruth", str(gt), "--out", str(out), "--steps", "2", "--nodes", "3", "--T", "1",
-            "--block-channels", "4", "--data-dir", data_dir, "--quiet"]
+            "--tile-channels", "4", "--data-dir", data_dir, "--quiet"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     for section in ("## nodes", "## propagation", "## stacking", "| N=3 |", "| sync, T=1 |", "| SP no, PE no |"):

@@ -21,7 +21,7 @@ def test_train_search_train_final(tmp_path, data_dir, capsys):
     run, search, final = tmp_path / "run", tmp_path / "search", tmp_path / "final"
     common = ["--channels", "4", "--data-dir", data_dir, "--quiet"]
     assert cli.main(["anytime", "train", "--out", str(run), "--steps", "2", "--batch-size", "8", "--T", "1",
-                     "--block-channels", "8", "--eval-archs", "1", "--eval-images", "20", *common]) == 0
+                     "--tile-channels", "8", "--eval-archs", "1", "--eval-images", "20", *common]) == 0
     capsys.readouterr()
     assert cli.main(["anytime", "search", "--ckpt", str(run / "ghn.pt"), "--out", str(search), "--num-archs", "3",
                      "--val-images", "20", "--baseline-layers", "2", "--show-top", "2", *common]) == 0

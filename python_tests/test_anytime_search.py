@@ -78,7 +78,7 @@ def test_match_width_stays_within_the_budget():
 # ------------------------------------------------------------------------------------------ ranking
 def test_score_anytime_ranks_by_area():
     torch.manual_seed(0)
-    ghn = GraphHyperNetwork(GHNConfig(space="anytime", block_channels=8, T=1))
+    ghn = GraphHyperNetwork(GHNConfig(space="anytime", tile_channels=8, T=1))
     archs = [anytime.sample_architecture(random.Random(s), block_nodes=(4, 3, 2), num_exits=3, channels=4)
              for s in range(2)]
     split = random_split()
@@ -115,7 +115,7 @@ def test_train_anytime_runs_the_recipe():
 
 def test_ghn_trains_on_random_size_anytime_networks(tmp_path, data_dir):
     cfg = TrainConfig(space="anytime", steps=2, batch_size=8, channels=4, eval_archs=1, eval_images=20,
-                      checkpoint_every=1, data_dir=data_dir, ghn=GHNConfig(space="anytime", block_channels=8, T=1))
+                      checkpoint_every=1, data_dir=data_dir, ghn=GHNConfig(space="anytime", tile_channels=8, T=1))
     counts = {len(g) for s in range(5) for g in [cfg.sampler()(random.Random(s))]}
     assert len(counts) > 1  # random node counts while training
     full = cfg.sampler(evaluation=True)(random.Random(0))
@@ -147,7 +147,7 @@ def test_train_anytime_resumes_exactly(tmp_path):
 # ------------------------------------------------------------------------------ search and final training
 def tiny_ghn(seed=0):
     torch.manual_seed(seed)
-    return GraphHyperNetwork(GHNConfig(space="anytime", block_channels=8, T=1))
+    return GraphHyperNetwork(GHNConfig(space="anytime", tile_channels=8, T=1))
 
 
 def count_scored(monkeypatch):
@@ -224,7 +224,7 @@ def test_run_anytime_search_ranks_resumes_and_reranks(tmp_path, data_dir, monkey
 
 
 def test_run_anytime_search_wants_an_anytime_ghn(tmp_path):
-    ghn = GraphHyperNetwork(GHNConfig(space="classification", block_channels=8, T=1))
+    ghn = GraphHyperNetwork(GHNConfig(space="classification", tile_channels=8, T=1))
     with pytest.raises(ValueError, match="needs a GHN of the anytime space"):
         run_anytime_search(ghn, tmp_path, AnytimeSearchConfig(num_archs=1))
 

@@ -28,7 +28,7 @@ from ghn_ext import cli  # noqa: E402
 
 from ghn_ext.workflows import demo  # noqa: E402
 from ghn_ext.models.ghn import GraphHyperNetwork  # noqa: E402
-from ghn_ext.spaces import SPACES, classification, nb201  # noqa: E402
+from ghn_ext.spaces import SPACES, classification, get_space, nb201  # noqa: E402
 from ghn_ext.workflows.train import TrainConfig, read_log  # noqa: E402
 
 VERBS = {"train", "score", "search", "show", "demo", "groundtruth", "correlate", "train-final", "ablate",
@@ -55,7 +55,7 @@ def train_argv(out, data_dir, space="classification", steps=2, *extra):
     macro = ["--num-nodes", "3", "--num-blocks", "1", "--channels", "4"] if space == "classification" else \
         ["--channels", "4", "--cells-per-stage", "1"]
     return ["train", "--space", space, "--out", str(out), "--steps", str(steps), "--batch-size", "8",
-            "--T", "1", "--block-channels", "4", "--data-dir", data_dir, "--quiet", *macro, *extra]
+            "--T", "1", "--tile-channels", "4", "--data-dir", data_dir, "--quiet", *macro, *extra]
 
 
 def run_quietly(argv):
@@ -137,7 +137,7 @@ def test_the_verbs_list_and_version_answer_without_importing_torch(argv):
 
 def test_train_writes_a_ghn_and_a_second_call_resumes(cls_run, data_dir, tmp_path, capsys):
     assert [r["step"] for r in read_log(cls_run / "train_log.jsonl")] == [0, 1]
-    assert GraphHyperNetwork.load(cls_run / "ghn.pt", space="classification").config.block_channels == 4
+    assert GraphHyperNetwork.load(cls_run / "ghn.pt", space="classification").config.tile_channels == 4
     shutil.copytree(cls_run, tmp_path, dirs_exist_ok=True)
     with small_validation():
         assert cli.main(train_argv(tmp_path, data_dir, steps=3)) == 0
@@ -175,13 +175,14 @@ def test_score_nb201_strings(nb201_ghn, data_dir, tmp_path, capsys):
                      "--channels", "4", "--cells-per-stage", "1", "--val-images", "100", "--signal", "accuracy",
                      "--data-dir", data_dir, "--output", str(scores)]) == 0
     rows = [json.loads(l) for l in scores.read_text().splitlines()]
-    assert all(r["signal"] == "accuracy" and 0.0 <= r["score"] <= 1.0 for r in rows)
+    assert [r["signal"] for r in rows] == ["loss"] * 2 + ["accuracy"] * 2  # the earlier rows are kept
+    assert all(0.0 <= r["score"] <= 1.0 for r in rows[2:])
 
 
 def test_score_streams_each_batch_before_the_next(nb201_ghn, data_dir, tmp_path, capsys, monkeypatch):
     """A run killed after its first batch has printed and saved that batch's score; the rerun scores
     only the rest and writes every row in the order of the file."""
-    import ghn_ext.workflows.evaluate as E
+    import ghn_ext.models.scoring as E
     archs = tmp_path / "archs.txt"
     archs.write_text("\n".join(NB201_ARCHS) + "\n")
     scores = tmp_path / "scores.jsonl"
@@ -293,7 +294,7 @@ def test_demo_ci_at_a_tinier_size(data_dir, tmp_path, monkeypatch, capsys):
     # `ghn demo --budget ci` itself takes about a minute on two busy cores: same code path, smaller sizes
     monkeypatch.setitem(demo.BUDGETS, "ci", demo.DemoBudget(train_steps=2, evaluations=1, search_archs=2,
                                                             val_images=100))
-    monkeypatch.setitem(demo.SMALL, "classification", dict(num_blocks=1, channels=4))
+    monkeypatch.setattr(get_space("classification"), "demo_skeleton", dict(num_blocks=1, channels=4))
     out = tmp_path / "report"
     assert cli.main(["demo", "--budget", "ci", "--out", str(out), "--data-dir", data_dir, "--quiet"]) == 0
     printed = capsys.readouterr().out
@@ -440,7 +441,7 @@ def test_score_file_that_is_binary_or_has_a_huge_bad_line(nb201_ghn, tmp_path, c
     (["train", "--out", "x", "--eval-archs", "0"], r"argument --eval-archs: must be a positive integer in \[1, 2147483647\], got 0"),
     (["train", "--out", "x", "--checkpoint-every", "0"], "argument --checkpoint-every: must be a positive integer in"),
     (["train", "--out", "x", "--batch-size", "0"], "argument --batch-size: must be a positive integer"),
-    (["train", "--out", "x", "--block-channels", "0"], "argument --block-channels: must be a positive integer"),
+    (["train", "--out", "x", "--tile-channels", "0"], "argument --tile-channels: must be a positive integer"),
     (["train", "--out", "x", "--steps", "-3"], r"argument --steps: must be a positive integer in \[1, 2147483647\], got -3"),
     (["train", "--out", "x", "--lr", "1e20"], r"argument --lr: must be a learning rate in \(0, 10\], got 1e20"),
     (["train", "--out", "x", "--lr", "nan"], r"argument --lr: must be a learning rate in \(0, 10\], got nan"),
@@ -513,11 +514,11 @@ def test_fuzz_numeric_flags_give_a_config_or_a_clear_refusal(which, value, capsy
     try:
         if words == ("train",):
             cli.train._train_config(args)
-        elif words == ("search",):  # the skeleton's cells per stage, where not given, come from the GHN
-            args.cells_per_stage = args.cells_per_stage or 5
+        elif words == ("search",):  # the skeleton settings not given come from the GHN
             cli.search._search_config(args)
     except ValueError as exc:  # caught by main: one line naming the field
-        assert flag.lstrip("-").replace("-", "_") in str(exc) or "T" in str(exc)
+        field = {"block_channels": "tile_channels"}.get(*[flag.lstrip("-").replace("-", "_")] * 2)  # an alias
+        assert field in str(exc) or "T" in str(exc)
 
 
 # ------------------------------------------------------------------ one run per folder (issue 29)
@@ -630,14 +631,14 @@ def test_train_flags_left_unset_take_the_space_defaults():
     """nb201 trains 20,000 steps in the 1-cell, 16-channel skeleton with a 64-channel emitted block (the
     recipe measured in bench/studies/nb201_ranking); the paper space keeps 32; a flag given wins."""
     nb201 = cli.train._train_config(cli.build_parser().parse_args(["train", "--space", "nb201", "--out", "o"]))
-    assert (nb201.steps, nb201.ghn.block_channels, nb201.cells_per_stage, nb201.channels,
+    assert (nb201.steps, nb201.ghn.tile_channels, nb201.cells_per_stage, nb201.channels,
             nb201.snapshot_every, nb201.archs_per_step) == (20000, 64, 1, 16, 3000, 1)
     paper = cli.train._train_config(cli.build_parser().parse_args(["train", "--out", "o"]))
-    assert (paper.steps, paper.ghn.block_channels, paper.snapshot_every) == (1000, 32, 0)
+    assert (paper.steps, paper.ghn.tile_channels, paper.snapshot_every) == (1000, 32, 0)
     given = cli.train._train_config(cli.build_parser().parse_args(
-        ["train", "--space", "nb201", "--block-channels", "16", "--steps", "5", "--hidden", "48",
+        ["train", "--space", "nb201", "--tile-channels", "16", "--steps", "5", "--hidden", "48",
          "--message-hidden", "40", "--hyper-hidden", "96", "--out", "o"]))
-    assert (given.steps, given.ghn.block_channels) == (5, 16)
+    assert (given.steps, given.ghn.tile_channels) == (5, 16)
     assert (given.ghn.hidden, given.ghn.message_hidden, given.ghn.hyper_hidden) == (48, 40, 96)
     assert (nb201.ghn.hidden, nb201.ghn.message_hidden, nb201.ghn.hyper_hidden) == (32, 32, 64)  # the paper's
 

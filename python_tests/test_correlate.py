@@ -123,7 +123,7 @@ def test_pearson_interval():
 def test_cli(data_dir, tmp_path, capsys):
     gt = tmp_path / "gt.json"
     run_groundtruth(TINY, gt, 3, data_dir, progress=False)
-    GraphHyperNetwork(GHNConfig(block_channels=4, T=1)).save(tmp_path / "ghn.pt")
+    GraphHyperNetwork(GHNConfig(tile_channels=4, T=1)).save(tmp_path / "ghn.pt")
     out = tmp_path / "corr"
     assert main(["correlate", "--groundtruth", str(gt), "--ghn", f"tiny={tmp_path / 'ghn.pt'}", "--sgd-steps", "1",
                  "--out", str(out), "--data-dir", data_dir, "--quiet"]) == 0
@@ -176,7 +176,7 @@ def test_finetuned_from_zero_steps_scores_like_the_ghn(data_dir):
 
     splits = cifar10_splits(data_dir)
     train, val = splits.train.head(TINY.train_images), splits.val.head(200)
-    ghn = GraphHyperNetwork(GHNConfig(block_channels=4, T=1))
+    ghn = GraphHyperNetwork(GHNConfig(tile_channels=4, T=1))
     graph = groundtruth_architectures(TINY, 1)[0]
     ghn_score = model_predictor("g", ghn, val, "no-log/ghn.pt").score(graph)
     assert finetuned_predictor("g", ghn, 0, TINY, train, val, "no-log/ghn.pt", batch_stats=True).score(graph) == ghn_score
@@ -194,7 +194,7 @@ def test_sgd_seed_reaches_the_runs_and_names_the_rows(monkeypatch):
     seeds = []
     monkeypatch.setattr(C, "train_briefly", lambda *a, seed, **k: seeds.append(seed) or 0.5)
     graph = groundtruth_architectures(TINY, 1)[0]
-    ghn = GraphHyperNetwork(GHNConfig(block_channels=4, T=1))
+    ghn = GraphHyperNetwork(GHNConfig(tile_channels=4, T=1))
     rows = [C.sgd_predictor(2, TINY, None, None, batch_stats=True, seed=TINY.seed + 1),
             C.sgd_predictor(2, TINY, None, None, seed=TINY.seed),
             C.finetuned_predictor("g", ghn, 2, TINY, None, None, "no-log/ghn.pt", batch_stats=True, seed=7),
@@ -209,7 +209,7 @@ def test_sgd_seed_reaches_the_runs_and_names_the_rows(monkeypatch):
 def test_cli_finetuned_rows_and_their_errors(data_dir, tmp_path, capsys):
     gt = tmp_path / "gt.json"
     run_groundtruth(TINY, gt, 3, data_dir, progress=False)
-    GraphHyperNetwork(GHNConfig(block_channels=4, T=1)).save(tmp_path / "ghn.pt")
+    GraphHyperNetwork(GHNConfig(tile_channels=4, T=1)).save(tmp_path / "ghn.pt")
     args = ["correlate", "--groundtruth", str(gt), "--out", str(tmp_path / "corr"), "--data-dir", data_dir, "--quiet"]
     OneShotModel(OneShotConfig(num_nodes=TINY.num_nodes, num_blocks=TINY.num_blocks,
                                channels=TINY.channels)).save(tmp_path / "oneshot.pt")

@@ -90,7 +90,7 @@ def test_correlate_table_refuses_bad_settings(table, data_dir, tmp_path, capsys,
 def test_correlate_table_refuses_a_classification_ghn(table, data_dir, tmp_path, capsys):
     path = tmp_path / "cls.pt"
     from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
-    GraphHyperNetwork(GHNConfig(block_channels=4, T=1)).save(path)
+    GraphHyperNetwork(GHNConfig(tile_channels=4, T=1)).save(path)
     assert cli.main(["correlate", "--space", "nb201", "--groundtruth", str(table), "--ghn", str(path),
                      "--out", str(tmp_path / "c"), "--data-dir", data_dir, "--quiet"]) == 2
     assert "is a GHN for the 'classification' space, not 'nb201'" in one_error_line(capsys, "correlate")

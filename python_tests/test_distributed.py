@@ -34,7 +34,7 @@ from ghn_ext.workflows.train import TrainConfig, Trainer, exits_loss, read_log, 
 pytestmark = pytest.mark.slow  # every test launches torchrun processes
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_GHN = {"block_channels": 4, "T": 1}
+TINY_GHN = {"tile_channels": 4, "T": 1}
 
 
 def torchrun(args: list[str], nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -225,7 +225,7 @@ def test_ghn_training_on_two_ranks_keeps_them_equal_to_one_process_averaging_the
 def test_ghn_checkpoint_resumes_on_another_number_of_ranks(data_dir, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--out", str(out), "--num-nodes", "3", "--num-blocks", "1", "--channels", "4",
-            "--batch-size", "8", "--block-channels", "4", "--T", "1", "--eval-archs", "2", "--eval-images", "100",
+            "--batch-size", "8", "--tile-channels", "4", "--T", "1", "--eval-archs", "2", "--eval-images", "100",
             "--checkpoint-every", "1", "--data-dir", data_dir, "--quiet"]
     torchrun(ghn_cli(*args, "--steps", "2"))
     state = torch.load(out / "checkpoint.pt", weights_only=True)

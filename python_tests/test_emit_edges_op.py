@@ -156,7 +156,7 @@ def test_ghn_weights_on_the_kernel_equal_the_reference(monkeypatch):
     from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
     from ghn_ext.spaces import anytime
     torch.manual_seed(0)
-    ghn = GraphHyperNetwork(GHNConfig(space="anytime", block_channels=8, T=1))
+    ghn = GraphHyperNetwork(GHNConfig(space="anytime", tile_channels=8, T=1))
     g = anytime.sample_architecture(random.Random(0), channels=4, random_nodes=True)
     with torch.no_grad():
         kernel = ghn(g)

@@ -66,7 +66,7 @@ def flat_args(targets, scales=None):
     return nodes, shapes, anchors, list(scales) if scales is not None else [t[3] for t in targets]
 
 
-def ghn_like_targets(block_channels=8, kernel=7, num_graphs=2):
+def ghn_like_targets(tile_channels=8, kernel=7, num_graphs=2):
     """The targets the GHN emits for small classification networks (EmissionPlan)."""
     from ghn_ext.models.ghn import EmissionPlan
     from ghn_ext.spaces import classification
@@ -505,7 +505,7 @@ def test_ghn_weights_identical_with_kernel_and_reference(monkeypatch):
     # so both runs propagate with the reference and the embeddings fed to emission are the same bits.
     monkeypatch.setattr(ghn_ext.models.ghn, "propagate", propagate_reference)
     torch.manual_seed(0)
-    ghn = GraphHyperNetwork(GHNConfig(block_channels=8, T=1))
+    ghn = GraphHyperNetwork(GHNConfig(tile_channels=8, T=1))
     archs = [classification.sample_architecture(random.Random(s), 7, 4, 8) for s in range(2)]
 
     def run():

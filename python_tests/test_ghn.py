@@ -28,7 +28,7 @@ from ghn_ext.ops import HAS_EXTENSION
 from ghn_ext.core.primitives import OP_INDEX, OP_NAMES, PRIMITIVES
 from ghn_ext.spaces import classification, nb201
 
-SMALL = dict(block_channels=8, T=2)  # small blocks keep every test fast
+SMALL = dict(tile_channels=8, T=2)  # small blocks keep every test fast
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -371,7 +371,7 @@ def test_load_checkpoint_with_broken_contents(tmp_path):
         GraphHyperNetwork.load(path)
 
 
-@pytest.mark.parametrize("field,value", [("T", 2 ** 62), ("T", 0), ("block_channels", 0), ("hidden", -1)])
+@pytest.mark.parametrize("field,value", [("T", 2 ** 62), ("T", 0), ("tile_channels", 0), ("hidden", -1)])
 def test_load_checkpoint_with_absurd_sizes_is_refused(tmp_path, field, value):
     """Issue 29: a ghn.pt whose config held T = 2**62 made `ghn score` segfault."""
     ckpt = load_checkpoint_after_save(make_ghn(), tmp_path)

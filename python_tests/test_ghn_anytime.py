@@ -17,7 +17,7 @@ from ghn_ext.core.primitives import OP_INDEX, OP_NAMES
 from ghn_ext.spaces import anytime
 
 torch.set_num_threads(1)
-SMALL = dict(block_channels=8, T=2)
+SMALL = dict(tile_channels=8, T=2)
 
 
 def arch(seed: int, channels: int = 4, **kw):
@@ -71,7 +71,7 @@ def test_bottleneck_is_the_concatenation_of_edge_pieces():
     with torch.no_grad():
         h = ghn.propagate(batch, ghn.initial_embeddings(batch))
         w = ghn.emit(batch, ghn.blocks(batch, h), h)[0]
-    out, preds, c = infer_shapes(g), g.predecessors(), ghn.config.block_channels
+    out, preds, c = infer_shapes(g), g.predecessors(), ghn.config.tile_channels
     checked = 0
     for v, node in enumerate(g.nodes):
         if not node.scale:

@@ -64,7 +64,7 @@ def test_save_load_roundtrip(tmp_path):
 
 
 def test_errors(tmp_path):
-    GraphHyperNetwork(GHNConfig(block_channels=4, T=1)).save(tmp_path / "ghn.pt")
+    GraphHyperNetwork(GHNConfig(tile_channels=4, T=1)).save(tmp_path / "ghn.pt")
     with pytest.raises(CheckpointError, match="not a ghn_ext ghn_ext.oneshot/1 checkpoint"):
         OneShotModel.load(tmp_path / "ghn.pt")
     with pytest.raises(CheckpointError, match="does not exist"):

@@ -10,7 +10,8 @@ import torch
 
 from ghn_ext import cli
 
-from ghn_ext.models import pretrained
+from ghn_ext.models import pretrained, shipping
+from ghn_ext.models.scoring import ScoringConfig
 from ghn_ext.core.checkpoints import CheckpointError
 from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork
 from ghn_ext.spaces import nb201
@@ -24,11 +25,12 @@ def shipped(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "CHECKPOINT_DIR", folder)
     monkeypatch.setattr(pretrained, "MANIFEST", folder / "manifest.json")
     torch.manual_seed(0)
-    ghn = GraphHyperNetwork(GHNConfig(space="nb201", block_channels=4, T=1))
+    ghn = GraphHyperNetwork(GHNConfig(space="nb201", tile_channels=4, T=1))
+    ghn.scoring = ScoringConfig.for_space("nb201", {"channels": 4, "cells_per_stage": 1})  # as training sets it
     source = tmp_path / "run" / "ghn.pt"
     source.parent.mkdir()
     ghn.save(source, extra={"train_config": {"channels": 4, "cells_per_stage": 1}, "optimizer": {"junk": 1}})
-    entry = pretrained.export("nb201", source, "ghn train --space nb201", "CIFAR-10 train split", {"spearman": 0.5})
+    entry = shipping.export("nb201", source, "ghn train --space nb201", "CIFAR-10 train split", {"spearman": 0.5})
     return folder, ghn, entry
 
 
@@ -97,7 +99,7 @@ def test_score_without_ckpt_uses_the_shipped_ghn_and_says_so(shipped, data_dir, 
 def test_search_without_ckpt_for_a_space_with_no_shipped_ghn(shipped, data_dir, tmp_path, capsys):
     # the fixture's folder ships an nb201 GHN only
     assert cli.main(["search", "--space", "classification", "--out", str(tmp_path / "s"), "--data-dir", data_dir]) == 2
-    assert "no --ckpt given and no pretrained GHN ships for the 'classification' space" in one_error_line(capsys, "search")
+    assert "no pretrained GHN ships for the 'classification' space" in one_error_line(capsys, "search")
 
 
 def test_the_package_manifest_matches_its_files():

@@ -18,7 +18,7 @@ if str(REPO) not in sys.path:
 from ghn_ext.workflows import search as S  # noqa: E402
 from ghn_ext.models.ghn import GHNConfig, GraphHyperNetwork  # noqa: E402
 from ghn_ext.nets.network import count_flops, count_params  # noqa: E402
-from ghn_ext.workflows.search import SearchConfig, arch_from_record, run_search, search_architectures, top_best  # noqa: E402
+from ghn_ext.workflows.search import SearchConfig, arch_from_record, for_ghn, run_search, search_architectures, top_best  # noqa: E402
 from ghn_ext.spaces import nb201  # noqa: E402
 
 FIELDS = {"index", "hash", "arch", "score", "finetune_steps", "params", "flops", "signal", "images", "scorer"}
@@ -26,7 +26,7 @@ FIELDS = {"index", "hash", "arch", "score", "finetune_steps", "params", "flops",
 
 def tiny_ghn(space: str) -> GraphHyperNetwork:
     torch.manual_seed(0)
-    return GraphHyperNetwork(GHNConfig(space=space, block_channels=4, T=1))
+    return GraphHyperNetwork(GHNConfig(space=space, tile_channels=4, T=1))
 
 
 def search_config(data_dir, space="classification", **kw) -> SearchConfig:
@@ -64,7 +64,7 @@ def test_ranking_is_sorted_best_first_with_all_fields(classification_search):
     ghn, cfg, out, ranking = classification_search
     saved = json.loads((out / "ranking.json").read_text())
     assert saved["space"] == "classification" and saved["ranking"] == ranking
-    assert SearchConfig(**saved["config"]) == cfg
+    assert SearchConfig(**saved["config"]) == for_ghn(cfg, ghn)  # what it left open, the GHN's
     assert sorted(r["index"] for r in ranking) == list(range(cfg.num_archs))
     assert all(set(r) == FIELDS for r in ranking)
     scores = [r["score"] for r in ranking]
@@ -175,7 +175,7 @@ def test_nb201_search_and_arch_from_record(data_dir, tmp_path):
 def test_search_with_another_signal_rescores_instead_of_reusing(data_dir, tmp_path):
     cfg = search_config(data_dir, space="nb201", num_archs=3, archs_per_batch=2)
     ghn = tiny_ghn("nb201")
-    by_accuracy = run_search(ghn, cfg, tmp_path, progress=False)
+    by_accuracy = run_search(ghn, replace(cfg, signal="accuracy"), tmp_path, progress=False)
     by_loss = run_search(ghn, replace(cfg, signal="loss"), tmp_path, progress=False)
     assert all(r["signal"] == "accuracy" and 0 <= r["score"] <= 1 for r in by_accuracy)
     assert all(r["signal"] == "loss" and r["score"] < 0 for r in by_loss)

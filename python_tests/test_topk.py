@@ -12,7 +12,7 @@ TINY = Protocol(num_nodes=3, num_blocks=1, channels=4, train_images=64, epochs=1
 
 
 def _search(tmp_path, data_dir, channels):
-    GraphHyperNetwork(GHNConfig(block_channels=4, T=1)).save(tmp_path / "ghn.pt")
+    GraphHyperNetwork(GHNConfig(tile_channels=4, T=1)).save(tmp_path / "ghn.pt")
     out = tmp_path / f"search{channels}"
     assert main(["search", "--ckpt", str(tmp_path / "ghn.pt"), "--out", str(out), "--num-archs", "3",
                  "--num-nodes", "3", "--num-blocks", "1", "--channels", str(channels), "--val-images", "100",

@@ -31,7 +31,7 @@ from ghn_ext.nets.network import run_network  # noqa: E402
 from ghn_ext.spaces import nb201  # noqa: E402
 from ghn_ext.workflows.train import NonFiniteLossError, TrainConfig, Trainer, read_log, step_architectures  # noqa: E402
 
-TINY_GHN = {"block_channels": 4, "T": 1}
+TINY_GHN = {"tile_channels": 4, "T": 1}
 
 
 def tiny(data_dir, **kw) -> TrainConfig:
@@ -231,7 +231,7 @@ def test_step_architectures_depend_on_seed_and_step_only(data_dir):
 @pytest.mark.parametrize("change, message", [
     (dict(lr=2e-3), r"other settings \(lr\)"),
     (dict(batch_size=16, seed=1), r"other settings \(batch_size, seed\)"),
-    (dict(ghn={"block_channels": 4, "T": 2}), r"other settings \(ghn.T\)"),
+    (dict(ghn={"tile_channels": 4, "T": 2}), r"other settings \(ghn.T\)"),
     (dict(space="nb201", channels=4, cells_per_stage=1), "'classification' space, not 'nb201'"),
     (dict(ema=0.9), r"other settings \(ema\)"),
 ])
@@ -448,9 +448,9 @@ def test_resume_with_other_op_weights_is_refused(data_dir, tmp_path):
         other.resume()
 
 
-def test_ghn_config_refuses_zero_block_channels(data_dir):
-    with pytest.raises(ValueError, match=r"GHN block_channels must be an integer in \[1, 1024\], got 0"):
-        tiny(data_dir, ghn={"block_channels": 0})
+def test_ghn_config_refuses_zero_tile_channels(data_dir):
+    with pytest.raises(ValueError, match=r"GHN tile_channels must be an integer in \[1, 1024\], got 0"):
+        tiny(data_dir, ghn={"tile_channels": 0})
 
 
 def test_ghn_settings_are_a_ghn_config_of_the_training_space(data_dir):

@@ -16,7 +16,8 @@ import argparse
 from pathlib import Path
 
 from ghn_ext.cli import train as train_cli
-from ghn_ext.cli.types import learning_rate, nonnegative_int, positive_int, seed
+from ghn_ext.cli.common import shared_args
+from ghn_ext.cli.types import learning_rate, nonnegative_int, positive_int
 from ghn_ext.core.distributed import add_device_argument, distributed_run
 from ghn_ext.models.ghn import GraphHyperNetwork
 from ghn_ext.spaces import anytime
@@ -57,7 +58,7 @@ def _final_config(a: argparse.Namespace) -> AnytimeFinalConfig:
 def cmd_search(a: argparse.Namespace) -> int:
     cfg = _search_config(a)
     with distributed_run(a.device) as ctx:
-        ghn = GraphHyperNetwork.load(a.ckpt, space="anytime").to(ctx.device)
+        ghn = GraphHyperNetwork.load(a.ckpt, space=anytime.SPACE.name).to(ctx.device)
         ranking = run_anytime_search(ghn, a.out, cfg, progress=not a.quiet, ctx=ctx)
     if not ctx.is_main:
         return 0
@@ -87,9 +88,7 @@ def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
 
     def common(q, channels_help, channels, seed_default):
         q.add_argument("--channels", type=positive_int, default=channels, help=channels_help)
-        q.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: $GHN_DATA_DIR)")
-        q.add_argument("--seed", type=seed, default=seed_default)
-        q.add_argument("--quiet", action="store_true", help="no progress bars")
+        shared_args(q, "data_dir", "seed", "quiet", seed=seed_default)
 
     def baseline_args(q, cfg):
         q.add_argument("--baseline-layers", type=positive_int, default=cfg.baseline_layers)
@@ -100,7 +99,7 @@ def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
     q = verbs.add_parser("train", help="train a GHN on random anytime networks (random node counts per block)")
     common(q, "base width of the training networks", anytime.CHANNELS, TrainConfig.seed)
     train_cli.training_args(q)
-    q.set_defaults(space="anytime", model="ghn", num_nodes=TrainConfig.num_nodes, num_blocks=TrainConfig.num_blocks,
+    q.set_defaults(space=anytime.SPACE.name, model="ghn", num_nodes=TrainConfig.num_nodes, num_blocks=TrainConfig.num_blocks,
                    cells_per_stage=None)
 
     q = verbs.add_parser("search", help="rank random anytime networks by their predicted area")

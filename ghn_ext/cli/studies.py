@@ -170,8 +170,7 @@ def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
 
 
 def _groundtruth_arguments(p: argparse.ArgumentParser) -> None:
-    space_args(p, spaces=tuple(s for s in SPACES if not get_space(s).anytime),
-               defaults={k: getattr(Protocol, k) for k in ("num_nodes", "num_blocks", "channels", "cells_per_stage")})
+    space_args(p, defaults={k: getattr(Protocol, k) for k in ("num_nodes", "num_blocks", "channels", "cells_per_stage")})
     shared_args(p, "data_dir", "seed", "quiet")
     p.add_argument("--out", required=True, help="results JSON file (e.g. bench/studies/classification_correlation/groundtruth/classification.json)")
     p.add_argument("--num-archs", type=positive_int, default=50)

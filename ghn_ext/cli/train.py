@@ -71,7 +71,7 @@ def training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--op-weights", type=op_weights, default=None, metavar="OP=W,...",
                    help="relative weights of the edge ops in training cells (ops left out: 0), or 'uniform' "
                    f"(default: {per_space(weighted)})")
-    p.add_argument("--T", type=positive_int, default=None, help=f"propagation passes (default {GHNConfig.T})")
+    p.add_argument("--T", type=positive_int, default=GHNConfig.T, help="propagation passes")
     p.add_argument("--scheme", choices=("fb", "sync"), default=GHNConfig.scheme,
                    help="propagation: forward-backward through the graph (paper) or synchronous")
     p.add_argument("--no-share", action="store_true", help="separate GNN parameters per block")

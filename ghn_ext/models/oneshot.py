@@ -26,7 +26,8 @@ from ghn_ext.core.checkpoints import CheckpointError, load_checkpoint
 from ghn_ext.core.graph import ArchGraph, as_graph_list
 from ghn_ext.core.files import atomic_save
 from ghn_ext.nets.network import param_shapes
-from ghn_ext.spaces import classification, nb201
+from ghn_ext.spaces import classification
+from ghn_ext.spaces.spec import get_space
 from ghn_ext.core.checks import InputError
 
 CHECKPOINT_FORMAT = "ghn_ext.oneshot/1"
@@ -47,17 +48,10 @@ class OneShotConfig:
 
 def spanning_architectures(config: OneShotConfig) -> list[ArchGraph]:
     """Networks that together hold every (block, position, op) of the space at its largest shape: one
-    per op, with that op at every position (classification: every node reads both cell inputs, so all
-    nodes are leaves and the concatenations, hence the next bottlenecks, are the widest)."""
-    if config.space == "classification":
-        n = config.num_nodes
-        return [classification.cifar_network(classification.Cell((op,) * n, ((0, 1),) * n),
-                                              config.num_blocks, config.channels)
-                for op in classification.OPS]
-    if config.space == "nb201":
-        return [nb201.network((op,) * len(nb201.EDGES), config.channels, config.cells_per_stage)
-                for op in nb201.OPS]
-    raise InputError(f"unknown search space {config.space!r}")
+    per op, with that op at every position (the space's spec builds them)."""
+    return get_space(config.space).spanning_architectures(
+        num_nodes=config.num_nodes, num_blocks=config.num_blocks, channels=config.channels,
+        cells_per_stage=config.cells_per_stage)
 
 
 CELL_INPUTS = 2  # a classification block starts with its two input bottlenecks, then the cell's nodes

@@ -182,7 +182,7 @@ class ClassificationSpace(SearchSpace):
 
     def from_description(self, description, **skeleton):
         if not isinstance(description, dict):
-            raise GraphError(f"a classification cell is a JSON object, got {type(description).__name__}")
+            raise GraphError(f"expected a JSON object (a cell or an architecture graph), got {type(description).__name__}")
         s = self.skeleton(**skeleton)
         return cifar_network(Cell.from_dict(description), s["num_blocks"], s["channels"])
 

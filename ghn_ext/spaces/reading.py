@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ghn_ext.core.graph import ArchGraph, GraphError
-from ghn_ext.spaces.spec import get_space
+from ghn_ext.spaces.spec import get_space, space_names
 
 
 def parse_architecture(text: str, space: str, **skeleton: Any) -> ArchGraph:
@@ -24,7 +24,21 @@ def parse_architecture(text: str, space: str, **skeleton: Any) -> ArchGraph:
             raise GraphError(f"not valid JSON ({exc})") from None
         if isinstance(d, dict) and "format" in d:
             return ArchGraph.from_dict(d)
-    return get_space(space).parse_cell(text, **skeleton)
+    try:
+        return get_space(space).parse_cell(text, **skeleton)
+    except GraphError:
+        other = next((name for name in space_names() if name != space and _parses(name, text)), None)
+        if other is None:
+            raise
+        raise GraphError(f"a {other!r} architecture, but --space is {space!r}") from None
+
+
+def _parses(space: str, text: str) -> bool:
+    try:
+        get_space(space).parse_cell(text)
+        return True
+    except GraphError:
+        return False
 
 
 def read_architectures(path: str | Path, space: str, **skeleton: Any) -> list[ArchGraph]:

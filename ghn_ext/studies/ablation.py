@@ -19,7 +19,7 @@ from ghn_ext.core.data import cifar10_splits
 from ghn_ext.models.ghn import GraphHyperNetwork
 from ghn_ext.studies.groundtruth import groundtruth_set
 from ghn_ext.workflows.train import TrainConfig, Trainer
-from ghn_ext.spaces import classification
+from ghn_ext.spaces import classification, get_space
 from ghn_ext.core.checks import InputError
 
 STUDIES = ("nodes", "propagation", "stacking")
@@ -100,8 +100,8 @@ def run_ablation(groundtruth: str | Path, out_dir: str | Path, steps: int, studi
     """Train (or resume) every variant of `studies`, score each on the ground-truth set, and write
     ablation.md with one table per study, plus nodes.png and propagation.png. Returns the markdown."""
     protocol, archs, records = groundtruth_set(groundtruth)
-    if protocol.space != "classification":
-        raise InputError("the ablations vary cells of the classification space; "
+    if not get_space(protocol.space).cell_nodes:
+        raise InputError("the ablations vary the nodes per cell, a setting of the classification space; "
                          f"{groundtruth} is a {protocol.space!r} ground truth")
     out = Path(out_dir)
     base = base or TrainConfig()

@@ -46,7 +46,7 @@ from ghn_ext.core.graph import ArchGraph, Node
 from ghn_ext.nets.anytime import AnytimeNetwork, exit_schedule
 from ghn_ext.nets.network import count_flops
 from ghn_ext.core.progress import progress_bar
-from ghn_ext.spaces import anytime
+from ghn_ext.spaces import anytime, get_space
 
 
 @torch.no_grad()
@@ -259,13 +259,13 @@ def run_anytime_search(ghn: GraphHyperNetwork, out_dir: str | Path,
     another GHN or image count drew); the areas are taken from the recorded curves, so a rerun with
     another flops_range ranks by that range without scoring again. Under torchrun (`ctx`) the chunks are
     dealt to the ranks, every rank returns the whole ranking and rank 0 writes the file."""
-    if ghn.config.space != "anytime":
+    if not get_space(ghn.config.space).anytime:
         raise InputError(f"run_anytime_search needs a GHN of the anytime space, got one of {ghn.config.space!r}")
     ctx = ctx or DistContext()
     flops_range = cfg.area_range()
     # full-size networks, architecture i drawn from (seed, i): a rerun resumes from the scores file
     archs = search_architectures(SearchConfig(num_archs=cfg.num_archs, channels=cfg.channels, seed=cfg.seed),
-                                 "anytime")
+                                 anytime.SPACE.name)
     out = Path(out_dir)
     ghn.eval()
     val = cifar10_splits(cfg.data_dir).val.head(cfg.val_images)

@@ -119,7 +119,7 @@ def halving_rounds(cfg: SearchConfig) -> list[tuple[int, int]]:
     if cfg.eta < 2:
         raise InputError(f"adaptive evaluation keeps 1/eta of the candidates each round: eta must be >= 2, "
                          f"got {cfg.eta}")
-    batch = cfg.image_batch
+    batch = cfg.image_batch or IMAGE_BATCH  # a GHN's own is only known to run_search (for_ghn)
     first = -(-cfg.min_images // batch) * batch
     if not cfg.min_images or first >= cfg.val_images or cfg.finetune_steps:
         return [(cfg.val_images, cfg.num_archs)]

@@ -45,7 +45,7 @@ from ghn_ext.ops.schedule import dag_schedule
 from ghn_ext.spaces import nb201
 
 KINDS = ("ok", "clear", "crash", "wrong", "lost")
-TINY_GHN = ["--T", "1", "--block-channels", "4", "--channels", "4", "--cells-per-stage", "1", "--batch-size", "8"]
+TINY_GHN = ["--T", "1", "--tile-channels", "4", "--channels", "4", "--cells-per-stage", "1", "--batch-size", "8"]
 CELL = nb201.arch_string(nb201.sample_architecture(random.Random(0)))
 
 

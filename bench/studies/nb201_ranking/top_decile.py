@@ -3,7 +3,7 @@ count of each operation per cell (of 6 edges) in the true top decile, the predic
 positives and the missed cells, and where the predictor ranks the missed ones. Reads the scores that
 `ghn correlate --out` cached (predictions.json) and the development table.
 
-    python bench/studies/nb201_ranking/top_decile.py bench/studies/nb201_ranking/block_channels/predictions.json \
+    python bench/studies/nb201_ranking/top_decile.py bench/studies/nb201_ranking/tile_channels/predictions.json \
         'block64@0.90h' [--column cifar10_test_200ep]
 """
 from __future__ import annotations
