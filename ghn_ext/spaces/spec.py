@@ -71,11 +71,12 @@ class SearchSpace:
         raise GraphError(f"the {self.name!r} space has no text format of its own; give architecture-graph JSON")
 
     def describe(self, graph: ArchGraph) -> Any:
-        """The architecture in the space's text format (JSON-able): what rankings and score files record."""
-        return graph.stable_hash()
+        """The architecture in the space's text format (JSON-able) that rankings record; None for a space
+        without one (its rankings keep the graph or its hash)."""
+        return None
 
     def from_description(self, description: Any, **skeleton: Any) -> ArchGraph:
-        """The network of a recorded :meth:`describe` value at `skeleton` (None: not rebuildable)."""
+        """The network of a recorded :meth:`describe` value at `skeleton`."""
         raise GraphError(f"architectures of the {self.name!r} space are recorded as graphs, not rebuilt")
 
     def label(self, graph: ArchGraph) -> str:
