@@ -99,3 +99,16 @@ def test_the_public_api_is_importable_from_the_top_and_documented():
         if callable(obj):
             assert (obj.__doc__ or "").strip(), f"ghn_ext.{name} has no docstring"
     assert ghn_ext.spaces.get_space("nb201").name == "nb201"
+
+
+def test_a_search_scores_its_candidates_as_ghn_score_does(in_data_dir, tmp_path):
+    """`ghn search` scores in parts of the images (adaptive rounds) with the GHN's signal and skeleton; a
+    candidate's last-round score is ghn.score's over the same images."""
+    from ghn_ext.workflows.search import SearchConfig, run_search
+    ghn = ghn_ext.GraphHyperNetwork.pretrained("nb201")
+    ranking = run_search(ghn, SearchConfig(num_archs=6, val_images=300, min_images=100, min_final=2), tmp_path,
+                         progress=False)
+    finalists = [r for r in ranking if r["images"] == 300]
+    assert len(finalists) == 2 and all(r["signal"] == "loss" for r in ranking)
+    assert ghn.score([r["arch"] for r in finalists], images=300) == pytest.approx(
+        [r["score"] for r in finalists], rel=1e-6)

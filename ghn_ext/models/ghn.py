@@ -282,7 +282,12 @@ class GraphHyperNetwork(nn.Module):
 
     # ------------------------------------------------------------------ public API
     def forward(self, arch_or_batch: ArchGraph | Sequence[ArchGraph] | GraphBatch):
-        """Generated weights: a {node: {name: tensor}} mapping for one graph, a list for several."""
+        """Every free weight of the architectures, generated (differentiable w.r.t. the GHN's parameters).
+
+        arch_or_batch: an ArchGraph, a sequence of them or a GraphBatch, of this GHN's space (or "custom").
+        Returns for one graph a {node index: {weight name: tensor}} mapping, for several a list of them;
+        each tensor has the shape the node's op takes (ghn_ext.nets.network.param_shapes: a conv's
+        (out, in / groups, kh, kw), a bias's (out,)), ready for ghn_ext.nets.run_network."""
         graphs = as_graph_list(arch_or_batch)
         for g in graphs:
             self.check_space(g)

@@ -19,14 +19,12 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
-from ghn_ext.cli import scoring_skeleton
 from ghn_ext.core.data import cifar10_splits
-from ghn_ext.workflows.evaluate import DEFAULT_SIGNAL, network_score_sum
-from ghn_ext.models.ghn import GraphHyperNetwork
 from ghn_ext.core.files import write_json_atomic
-from ghn_ext.models.pretrained import resolve_checkpoint
 from ghn_ext.core.progress import progress_bar
-from ghn_ext.workflows.search import SearchConfig, run_search, search_architectures
+from ghn_ext.workflows.evaluate import network_score_sum
+from ghn_ext.workflows.score import load_ghn
+from ghn_ext.workflows.search import SearchConfig, for_ghn, run_search, search_architectures
 
 
 def top(scores: dict[str, float], k: int) -> set[str]:
@@ -43,14 +41,9 @@ def main() -> None:
     ap.add_argument("--eta", type=int, default=3)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    path = resolve_checkpoint(a.ckpt or a.space)
-    ghn = GraphHyperNetwork.load(path, space=a.space).eval()
-    macro = {}
-    if a.space == "nb201":
-        channels, cps = scoring_skeleton(path, None, None)
-        macro = dict(channels=channels, cells_per_stage=cps)
-    cfg = SearchConfig(num_archs=a.num_archs, val_images=a.val_images, min_images=a.min_images, eta=a.eta,
-                       signal=DEFAULT_SIGNAL[a.space], **macro)
+    ghn = load_ghn(a.ckpt, a.space).eval()
+    # the GHN's own skeleton and signal (how it scores)
+    cfg = for_ghn(SearchConfig(num_archs=a.num_archs, val_images=a.val_images, min_images=a.min_images, eta=a.eta), ghn)
     out = Path(a.out)
     adaptive = run_search(ghn, cfg, out / "adaptive")
 
