@@ -4,7 +4,9 @@ dev_1000.csv`): how well each orders the table's cells like the benchmark's 200-
 Rows: every GHN given, the cheap baselines a user could take instead (parameter count, FLOPs, the
 zero-cost proxies synflow and NASWOT, all computed here), and the table's own 12-epoch SGD column where
 it has one. Columns: Spearman, Kendall and Pearson over all cells and over the top half, and the top-10%
-recall, each with a 95% bootstrap interval over the cells (ghn_ext.core.rank_measures), and the cost per cell.
+recall, each with a 95% bootstrap interval over the cells (ghn_ext.core.rank_measures), and the cost per cell;
+then what a search with each predictor returns: its top pick among N random cells, the best of the N
+and the regret (ghn_ext.core.search_outcome), in a second table and a plot of the regret against N.
 
 Scores are cached per predictor in OUT/predictions.json (ghn_ext.studies.correlate.PredictionCache), keyed by the
 cell's full-skeleton network, so an interrupted run resumes and a rerun with more predictors or another
@@ -27,7 +29,9 @@ from ghn_ext.core.graph import ArchGraph
 from ghn_ext.core.files import write_json_atomic
 from ghn_ext.nets.network import count_flops, count_params
 from ghn_ext.nets.proxies import naswot, synflow
+from ghn_ext.core import search_outcome
 from ghn_ext.core.rank_measures import bootstrap_intervals, rank_mean, ranking_measures
+from ghn_ext.core.search_outcome import top_pick
 from ghn_ext.spaces import nb201
 from ghn_ext.studies.truth_table import TruthTable
 from ghn_ext.core.checks import InputError
@@ -92,6 +96,7 @@ def measure_row(name: str, predicted: Sequence[float], true: Sequence[float], se
     row: dict[str, Any] = {"predictor": name, **ranking_measures(predicted, true),
                            "seconds_per_cell": seconds, "initial_hours": initial_hours}
     row["intervals"] = bootstrap_intervals(predicted, true, resamples) if resamples else {}
+    row["top_pick"] = top_pick(predicted, true, resamples=resamples)  # what a search with it returns
     return row
 
 
@@ -118,15 +123,17 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 def correlate_table(predictors: Sequence[Predictor], table: TruthTable, columns: Sequence[str],
                     out_dir: str | Path, progress: bool = True, resamples: int = 1000) -> dict[str, list[dict]]:
     """Run (or resume) every predictor on the table's cells and measure it against each accuracy column;
-    writes table_<column>.md, table_<column>.json and scatter_<column>.png to out_dir."""
+    writes table_<column>.md, table_<column>.json, scatter_<column>.png and regret_<column>.png to out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     graphs = [nb201.network(cell) for cell in table.archs]
     hashes = [g.stable_hash() for g in graphs]
     cache = PredictionCache(out / "predictions.json")
     entries = {p.name: cache.run(p, graphs, progress) for p in predictors}
+    if not predictors:  # the cached predictors that scored every cell, tabulated against these columns
+        entries = {name: entry for name, entry in cache.data.items() if set(hashes) <= entry.get("scores", {}).keys()}
     if not entries:
-        raise InputError("nothing to tabulate: no predictor given")
+        raise InputError(f"nothing to tabulate: no predictor given and none in {cache.path} scored every cell")
     result = {}
     for column in columns:
         true = table.column(column)
@@ -150,7 +157,12 @@ def correlate_table(predictors: Sequence[Predictor], table: TruthTable, columns:
             panels[rows[-1]["predictor"]] = {"scores": {h: {"score": float(v)} for h, v in
                                                         zip(hashes, table.column(TABLE_SGD_COLUMN))}}
         (out / f"table_{column}.md").write_text(
-            f"{len(true)} cells of {table.path.name}, against {column}\n\n" + markdown_table(rows))
+            f"{len(true)} cells of {table.path.name}, against {column}\n\n" + markdown_table(rows)
+            + f"\nTop pick at N: the expected {column} of the cell each predictor scores best among N random cells "
+            "(95% bootstrap interval over the cells; in brackets the regret, best of the N minus the pick), "
+            "and of its top five\n\n" + search_outcome.markdown({r["predictor"]: r["top_pick"] for r in rows}))
+        search_outcome.regret_plot({r["predictor"]: r["top_pick"] for r in rows}, out / f"regret_{column}.png",
+                                   f"{len(true)} NAS-Bench-201 cells, {column}")
         write_json_atomic(rows, out / f"table_{column}.json")
         records = [{"hash": h, "val_acc": float(t)} for h, t in zip(hashes, true)]
         scatter_plot(panels, records, out / f"scatter_{column}.png", f"{len(true)} NAS-Bench-201 cells",
