@@ -17,14 +17,15 @@ GHN_OPTIONS = ("T", "tile_channels", "hidden", "message_hidden", "hyper_hidden")
 
 def _train_config(a: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the flags: those left unset are left to TrainConfig and GHNConfig (the space's)."""
-    given = lambda names: {k: getattr(a, k) for k in names if getattr(a, k) is not None}  # noqa: E731
+    def given(names):
+        return {k: getattr(a, k) for k in names if getattr(a, k) is not None}
+
     ghn = GHNConfig(space=a.space, scheme=a.scheme, share_params=not a.no_share, pass_embedding=not a.no_pass,
                     naive_hypernet=a.naive, **given(GHN_OPTIONS))
     return TrainConfig(space=a.space, batch_size=a.batch_size, archs_per_step=a.archs_per_step, lr=a.lr, ema=a.ema,
                        seed=a.seed, eval_every=a.eval_every, eval_archs=a.eval_archs, eval_images=a.eval_images,
                        checkpoint_every=a.checkpoint_every, data_dir=a.data_dir, ghn=ghn, model=a.model,
-                       **given(("steps", "snapshot_every", "op_weights")),
-                       **{k: v for k, v in skeleton_of(a).items() if v is not None})
+                       **given(("steps", "snapshot_every", "op_weights", *skeleton_of(a))))
 
 
 def cmd_train(a: argparse.Namespace) -> int:
