@@ -295,3 +295,39 @@ def test_search_config_refuses_values_that_would_mean_something_else(field, valu
     """Issue 29: --val-images -5 scored on 4,995 images, 0 scored 0.0, --num-archs -1 wrote an empty ranking."""
     with pytest.raises(ValueError, match=f"search {field} must be an integer"):
         SearchConfig(**{field: value})
+
+
+def test_finalists_are_scored_deeper_and_ranked_by_the_rank_mean(data_dir, tmp_path, count_scoring, monkeypatch):
+    """Issue 43's last stage: the best K of the adaptive ranking scored again by the GHN in a deeper
+    skeleton, then ordered among themselves by the rank mean of the GHN's score, that score and the
+    parameter count; the rest keep their order. A rerun reuses the finalists' scores."""
+    from ghn_ext.core.rank_measures import rank_mean
+    ghn = tiny_ghn("nb201")
+    base = search_config(data_dir, space="nb201", num_archs=6)
+    plain = run_search(ghn, base, tmp_path / "plain", progress=False)
+    cfg = replace(base, finalists=3, finalist_skeleton={"cells_per_stage": 2}, finalist_images=100)
+    ranking = run_search(ghn, cfg, tmp_path / "final", progress=False)
+    finalists = ranking[:3]
+    assert {r["index"] for r in finalists} == {r["index"] for r in plain[:3]} and ranking[3:] == plain[3:]
+    deeper = ghn.score([r["arch"] for r in finalists], images=100, skeleton={"channels": 4, "cells_per_stage": 2},
+                       archs_per_batch=1)
+    assert [r["finalist_score"] for r in finalists] == pytest.approx(deeper, rel=1e-6)
+    expected = rank_mean([r["score"] for r in finalists], deeper, [r["params"] for r in finalists])
+    assert [r["final"] for r in finalists] == pytest.approx(list(expected))
+    assert [r["final"] for r in finalists] == sorted((r["final"] for r in finalists), reverse=True)
+    saved = json.loads((tmp_path / "final" / "ranking.json").read_text())
+    assert saved["pick"] == "finalists" and saved["stages"][1]["skeleton"] == {"channels": 4, "cells_per_stage": 2}
+    count_scoring.clear()
+    import ghn_ext.models.scoring as scoring
+    finalist_calls = []
+    monkeypatch.setattr(scoring, "score_architectures", lambda *a, **kw: finalist_calls.append(a) or [])
+    assert run_search(ghn, cfg, tmp_path / "final", progress=False) == ranking
+    assert count_scoring == [] and finalist_calls == []  # nothing scored again, finalists included
+
+
+def test_finalist_settings_are_checked():
+    for bad, match in (({"finalists": -1}, "finalists"), ({"finalist_rank": ("speed",)}, "finalist_rank"),
+                       ({"finalist_rank": ("synflow",)}, "combine='synflow'"),
+                       ({"finalist_skeleton": {"cells_per_stage": 0}}, "cells_per_stage")):
+        with pytest.raises(ValueError, match=match):
+            SearchConfig(**bad)

@@ -13,6 +13,7 @@ from ghn_ext.models.pretrained import manifest
 from ghn_ext.models.scoring import DEFAULT_IMAGES, SIGNALS
 from ghn_ext.spaces import SPACES, get_space
 from ghn_ext.spaces.reading import parse_architecture, read_architectures
+from ghn_ext.workflows.search import FINALIST_KEYS
 from ghn_ext.workflows.report import print_ranking, time_summary
 
 
@@ -43,7 +44,10 @@ def _search_config(a: argparse.Namespace):
                         min_images=a.min_images, eta=a.eta, min_final=a.min_final,
                         archs_per_batch=a.archs_per_batch, seed=a.seed,
                         data_dir=a.data_dir,
-                        finetune_steps=a.finetune_steps, signal=a.signal, combine=a.combine or "")
+                        finetune_steps=a.finetune_steps, signal=a.signal, combine=a.combine or "",
+                        finalists=a.finalists, finalist_images=a.finalist_images, finalist_rank=a.finalist_rank,
+                        finalist_skeleton={"cells_per_stage": a.finalist_cells_per_stage}
+                        if a.finalist_cells_per_stage else None)
 
 
 def cmd_search(a: argparse.Namespace) -> int:
@@ -132,6 +136,16 @@ def add_arguments(verb: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--finetune-steps", type=nonnegative_int, default=0,
                        help="GHN+SGD-k: train each architecture's generated weights k SGD steps before "
                        "scoring it (0: generated weights as they are, the paper's score)")
+        p.add_argument("--finalists", type=nonnegative_int, default=0,
+                       help="a last stage: the best K of the ranking scored again in a deeper skeleton "
+                       "(--finalist-cells-per-stage) and ranked among themselves by --finalist-rank (0: none)")
+        p.add_argument("--finalist-cells-per-stage", type=positive_int, default=None,
+                       help="cells per stage the finalists are scored in (default: the GHN's own)")
+        p.add_argument("--finalist-images", type=positive_int, default=500, help="validation images of that score")
+        p.add_argument("--finalist-rank", type=lambda t: tuple(x for x in t.split(",") if x),
+                       default=("score", "finalist_score", "params"), metavar="FIELD,...",
+                       help="the finalists' order: the rank mean of these, among " + ", ".join(FINALIST_KEYS)
+                       + " (default: score,finalist_score,params)")
         add_device_argument(p)
         p.set_defaults(func=cmd_search, holds="out")
 

@@ -34,6 +34,7 @@ from ghn_ext.core.checks import InputError, MAX_SEED, require_int, require_numbe
 from ghn_ext.core.data import cifar10_splits
 from ghn_ext.core.distributed import DistContext, broadcast, deal, gather_lists
 from ghn_ext.workflows.sgd import train_briefly
+from ghn_ext.models.scoring import validation_images
 from ghn_ext.workflows.evaluate import IMAGE_BATCH, check_signal, network_score_sum, scorer_digest
 from ghn_ext.models.ghn import GraphHyperNetwork
 from ghn_ext.core.graph import ArchGraph
@@ -44,6 +45,9 @@ from ghn_ext.nets.proxies import synflow
 from ghn_ext.core.rank_measures import rank_mean
 from ghn_ext.spaces.spec import get_space
 from ghn_ext.core.timing import Stopwatch
+
+
+FINALIST_KEYS = ("score", "finalist_score", "params", "synflow")
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,13 @@ class SearchConfig:
     finetune_lr: float = 0.05      # their learning rate (cosine to zero over the k steps, batch 64)
     signal: Optional[str] = None   # the score: validation "accuracy" or "loss" (negated) with generated weights
     combine: str = ""              # "synflow": rank by the mean of the GHN's and the synflow proxy's ranks
+    # The last stage (0: none): the `finalists` best of the adaptive ranking scored again by the GHN in
+    # `finalist_skeleton` (settings over its own) on `finalist_images`, then ranked among themselves by the
+    # rank mean of the record fields `finalist_rank` ("score", "finalist_score", "params", "synflow")
+    finalists: int = 0
+    finalist_skeleton: Optional[dict[str, int]] = None
+    finalist_images: int = 500
+    finalist_rank: tuple[str, ...] = ("score", "finalist_score", "params")
     seed: int = 0
     data_dir: Optional[str] = None
 
@@ -78,6 +89,17 @@ class SearchConfig:
                 require_int("search", name, getattr(self, name), 1)
         if self.signal is not None:
             check_signal(self.signal)
+        require_int("search", "finalists", self.finalists, 0)
+        require_int("search", "finalist_images", self.finalist_images, 1)
+        object.__setattr__(self, "finalist_rank", tuple(self.finalist_rank))
+        unknown = set(self.finalist_rank) - set(FINALIST_KEYS)
+        if unknown or not self.finalist_rank:
+            raise InputError(f"search finalist_rank takes fields among {', '.join(FINALIST_KEYS)}, got "
+                             f"{list(self.finalist_rank)}")
+        if "synflow" in self.finalist_rank and self.combine != "synflow":
+            raise InputError("search finalist_rank uses synflow, which the records hold only with combine='synflow'")
+        for name, value in (self.finalist_skeleton or {}).items():
+            require_int("search finalist skeleton", name, value, 1, 4096)
         require_int("search", "seed", self.seed, 0, MAX_SEED)
         require_number("search", "finetune_lr", self.finetune_lr, 0.0, 10.0, low_open=True)
 
@@ -251,7 +273,7 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
         # a record without finetune_steps predates GHN+SGD-k, one without a signal the loss signal, one
         # without images the adaptive search (all of the search's images): plain accuracies; one without
         # a scorer cannot say which GHN made it and is scored again
-        return lambda rec: (rec.get("scorer") == scorer
+        return lambda rec: (rec.get("scorer") == scorer and "stage" not in rec  # not a finalist's
                             and rec.get("finetune_steps", 0) == cfg.finetune_steps
                             and rec.get("signal", "accuracy") == signal
                             and rec.get("images", cfg.val_images) == images
@@ -274,10 +296,44 @@ def run_search(ghn: GraphHyperNetwork, cfg: SearchConfig, out_dir: str | Path,
         earlier = {rec["hash"]: rec for rec in scored[:keep]}
         start = stop
     ranking = scored[:keep] + left_behind
+    stages = [{"stage": "GHN", "rounds": rounds, "signal": signal, "skeleton": get_space(space).skeleton(**skeleton(cfg))}]
+    if cfg.finalists:
+        ranking = finalist_stage(ghn, cfg, archs, ranking, out_dir, progress, ctx, watch)
+        stages.append({"stage": "finalists", "count": min(cfg.finalists, len(ranking)), "images": cfg.finalist_images,
+                       "skeleton": get_space(space).skeleton(**{**skeleton(cfg), **(cfg.finalist_skeleton or {})}),
+                       "ranked_by": "rank mean of " + ", ".join(cfg.finalist_rank)})
     if ctx.is_main:
-        write_json_atomic({"space": space, "config": asdict(cfg), "rounds": rounds, "timing": watch.report(),
-                           "ranking": ranking}, Path(out_dir) / "ranking.json")
+        write_json_atomic({"space": space, "config": asdict(cfg), "rounds": rounds, "stages": stages,
+                           "pick": stages[-1]["stage"], "timing": watch.report(), "ranking": ranking},
+                          Path(out_dir) / "ranking.json")
     return ranking
+
+
+def finalist_stage(ghn: GraphHyperNetwork, cfg: SearchConfig, archs: Sequence[ArchGraph],
+                   ranking: list[dict[str, Any]], out_dir: str | Path, progress: bool, ctx: DistContext,
+                   watch: Stopwatch) -> list[dict[str, Any]]:
+    """The ranking with its best cfg.finalists re-ranked among themselves (each gains "finalist_score",
+    its score in cfg.finalist_skeleton, and "final", the rank mean of its cfg.finalist_rank fields), the
+    others after them as they were. Finalist scores are appended to the scores file: a rerun reuses them."""
+    top = ranking[:cfg.finalists]
+    split = validation_images(cfg.finalist_images, cfg.data_dir)
+    where = get_space(ghn.config.space).skeleton(**{**skeleton(cfg), **(cfg.finalist_skeleton or {})})
+    key = {"stage": "finalists", "skeleton": where, "images": len(split.labels), "scorer": scorer_digest(ghn, cfg.image_batch)}
+
+    def score_chunk(chunk: list[ArchGraph]) -> list[dict[str, Any]]:
+        with watch.phase("finalists"):
+            values = ghn.score(chunk, split, skeleton=where, archs_per_batch=cfg.archs_per_batch)
+        return [{**key, "finalist_score": v} for v in values]
+
+    indices = [r["index"] for r in top]
+    scored = score_resumably([archs[i] for i in indices], score_chunk, out_dir, cfg.archs_per_batch, "finalist_score",
+                             f"finalists ({len(top)}, {where})", progress, ctx,
+                             lambda rec: {k: rec.get(k) for k in key} == key, indices)
+    by_index = {r["index"]: r["finalist_score"] for r in scored}
+    finalists = [{**r, "finalist_score": by_index[r["index"]]} for r in top]
+    final = rank_mean(*([r[k] for r in finalists] for k in cfg.finalist_rank))
+    finalists = [{**r, "final": float(f)} for r, f in zip(finalists, final)]
+    return sorted(finalists, key=lambda r: (-r["final"], r["index"])) + ranking[cfg.finalists:]
 
 
 def combined_ranking(ranking: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
