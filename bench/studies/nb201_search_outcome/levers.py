@@ -88,18 +88,21 @@ def table(a: argparse.Namespace) -> None:
             print(f"| {name} | {m['spearman']:.3f} | {m['top10_recall']:.2f} | " + " | ".join(
                 f"{r['pick']:.2f} ({r['intervals']['pick'][0]:.2f}, {r['intervals']['pick'][1]:.2f})"
                 if r["intervals"] else f"{r['pick']:.2f}" for r in picks) + " |")
-        # finalists: the GHN's best fraction of each random subset of N, re-ranked by GHN + deeper + params
-        for fraction in (0.1, 0.3, 0.5):
-            means = []
-            for n in (10, 30, 100, 300, len(true)):
-                picks = []
-                for _ in range(1 if n == len(true) else a.draws):
-                    sub = rng.choice(len(true), n, replace=False)
-                    fin = sub[np.argsort(-ghn[sub], kind="stable")[:max(5, int(np.ceil(fraction * n)))]]
-                    combined = sum(rankdata(v[fin]) for v in (ghn, deeper, params))
-                    picks.append(true[fin[np.argmax(combined)]])
-                means.append(f"{np.mean(picks):.2f}")
-            print(f"| finalists: GHN's best {fraction:.0%}, then GHN + {d} + params | | | " + " | ".join(means) + " |")
+        # finalists: the first stage's best fraction of each random subset of N, re-ranked by GHN + deeper + params
+        firsts = {"GHN": ghn, "GHN + params": rank_mean(ghn, params), "GHN + synflow": rank_mean(ghn, syn)}
+        for first, ranked in firsts.items():
+            for fraction in (0.1, 0.3, 0.5):
+                means = []
+                for n in (10, 30, 100, 300, len(true)):
+                    picks = []
+                    for _ in range(1 if n == len(true) else a.draws):
+                        sub = rng.choice(len(true), n, replace=False)
+                        fin = sub[np.argsort(-ranked[sub], kind="stable")[:max(5, int(np.ceil(fraction * n)))]]
+                        combined = sum(rankdata(v[fin]) for v in (ghn, deeper, params))
+                        picks.append(true[fin[np.argmax(combined)]])
+                    means.append(f"{np.mean(picks):.2f}")
+                print(f"| finalists: {first}'s best {fraction:.0%}, then GHN + {d} + params | | | "
+                      + " | ".join(means) + " |")
 
 
 def main() -> None:
