@@ -328,6 +328,6 @@ def test_finalists_are_scored_deeper_and_ranked_by_the_rank_mean(data_dir, tmp_p
 def test_finalist_settings_are_checked():
     for bad, match in (({"finalists": -1}, "finalists"), ({"finalist_rank": ("speed",)}, "finalist_rank"),
                        ({"finalist_rank": ("synflow",)}, "combine='synflow'"),
-                       ({"finalist_skeleton": {"cells_per_stage": 0}}, "cells_per_stage")):
+                       ({"finalist_skeleton": {"cells_per_stage": 0}}, "finalist_cells_per_stage")):
         with pytest.raises(ValueError, match=match):
             SearchConfig(**bad)

@@ -99,7 +99,7 @@ class SearchConfig:
         if "synflow" in self.finalist_rank and self.combine != "synflow":
             raise InputError("search finalist_rank uses synflow, which the records hold only with combine='synflow'")
         for name, value in (self.finalist_skeleton or {}).items():
-            require_int("search finalist skeleton", name, value, 1, 4096)
+            require_int("search", f"finalist_{name}", value, 1, 4096)  # named as its flag, --finalist-<name>
         require_int("search", "seed", self.seed, 0, MAX_SEED)
         require_number("search", "finetune_lr", self.finetune_lr, 0.0, 10.0, low_open=True)
 
